@@ -1,0 +1,587 @@
+"""Compiled block updates of Algorithm 1 (MATH.md §4) and the backprop layer of the
+gradient-descent baseline (MATH.md §7).
+
+Storage: samples are rows, so a C-contiguous (N, n) array is MATH.md's n-by-N matrix in
+BLAS column-major terms, and a weight array of shape (n_in, n_out) is MATH.md's W_l.
+Every block writes its candidate into *_out arrays and returns the quantities J needs;
+the Python sweep (lysep._sweep) accepts a candidate only if J does not rise.
+Scratch arrays (`work_*`) are owned by the caller so that sweeps do not allocate.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+from libc.math cimport fabs
+
+from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, syevd
+from _elementwise cimport act_forward
+from _cross_entropy cimport ce_row, ce_rows
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
+    """sum of squares, accumulated in double in index order."""
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(n):
+        s += <double>x[i] * x[i]
+    return s
+
+
+cdef inline void _rows_minus_vector(Py_ssize_t N, Py_ssize_t n, const floating *Z,
+                                    const floating *b, floating *out) noexcept nogil:
+    """out[i, :] := Z[i, :] - b."""
+    cdef Py_ssize_t i, j
+    for i in range(N):
+        for j in range(n):
+            out[i * n + j] = Z[i * n + j] - b[j]
+
+
+cdef inline void _affine(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                         const floating *A, const floating *W, const floating *b,
+                         floating *Z) noexcept nogil:
+    """Z := A W + b (rows), i.e. MATH.md's W A + b 1^T."""
+    cdef Py_ssize_t i
+    for i in range(N):
+        memcpy(Z + i * n_out, b, n_out * sizeof(floating))
+    gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, 1, W, <int>n_out, A, <int>n_in,
+         1, Z, <int>n_out)
+
+
+def _check(arr, shape, name):
+    if tuple(arr.shape[:len(shape)]) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(arr.shape[:len(shape)])}, expected {tuple(shape)}")
+
+
+# ---------------------------------------------------------------------------
+# forward pieces
+def affine(const floating[:, ::1] A, const floating[:, ::1] W, const floating[::1] b,
+           floating[:, ::1] Z_out):
+    """Z_out := A W + b  (one layer of the true network, MATH.md §1)."""
+    cdef Py_ssize_t N = A.shape[0], n_in = A.shape[1], n_out = W.shape[1]
+    _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(Z_out, (N, n_out), "Z_out")
+    if N == 0 or n_out == 0:
+        return
+    with nogil:
+        _affine(N, n_in, n_out, &A[0, 0], &W[0, 0], &b[0], &Z_out[0, 0])
+
+
+def residual(const floating[:, ::1] Z, const floating[:, ::1] A_prev,
+             const floating[:, ::1] W, const floating[::1] b, floating[:, ::1] R_out):
+    """R_out := Z - A_prev W - b (MATH.md §3's R_l); returns ||R||_F^2."""
+    cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1]
+    cdef double s
+    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
+    _check(b, (n_out,), "b"); _check(R_out, (N, n_out), "R_out")
+    with nogil:
+        _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
+        gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, &W[0, 0], <int>n_out,
+             &A_prev[0, 0], <int>n_in, 1, &R_out[0, 0], <int>n_out)
+        s = _ssq(N * n_out, &R_out[0, 0])
+    return s
+
+
+# ---------------------------------------------------------------------------
+# step 1: output layer (W_L, b_L), one backtracking gradient step
+def output_step(const floating[:, ::1] A, const int64_t[::1] y,
+                const floating[:, ::1] W, const floating[::1] b,
+                double mu, double eta, double lipschitz, int max_backtracks,
+                double shrink, double armijo,
+                floating[:, ::1] W_out, floating[::1] b_out,
+                floating[:, ::1] work_G, floating[:, ::1] work_P,
+                floating[:, ::1] work_gW, floating[::1] work_gb):
+    """One monotone backtracking step on phi(W, b) = CE(A W + b)/N + mu ||W||^2.
+
+    The trial step is eta/lipschitz, shrunk by `shrink` until the Armijo test with
+    constant `armijo` passes, at most `max_backtracks` times.  Returns
+    (accepted, eta_accepted, ce_sum_new, ce_sum_old, n_evaluations); on failure
+    W_out, b_out are copies of W, b.
+    """
+    cdef Py_ssize_t N = A.shape[0], n = A.shape[1], K = W.shape[1], n_correct, j
+    cdef int t, accepted = 0, n_eval = 1
+    cdef double ce0, ce, phi0, phi, gsq, step = eta / lipschitz
+    _check(y, (N,), "y"); _check(W, (n, K), "W"); _check(b, (K,), "b")
+    _check(W_out, (n, K), "W_out"); _check(b_out, (K,), "b_out")
+    _check(work_G, (N, K), "work_G"); _check(work_P, (N, K), "work_P")
+    _check(work_gW, (n, K), "work_gW"); _check(work_gb, (K,), "work_gb")
+    with nogil:
+        _affine(N, n, K, &A[0, 0], &W[0, 0], &b[0], &work_G[0, 0])
+        ce0 = ce_rows(N, K, &work_G[0, 0], &y[0], &work_P[0, 0], &n_correct)
+        phi0 = ce0 / N + mu * _ssq(n * K, &W[0, 0])
+        # gradient: (1/N) (P - Y) A^T + 2 mu W  and  (1/N) (P - Y) 1
+        memcpy(&work_gW[0, 0], &W[0, 0], n * K * sizeof(floating))
+        gemm(c'N', c'T', <int>K, <int>n, <int>N, <floating>(1.0 / N), &work_P[0, 0], <int>K,
+             &A[0, 0], <int>n, <floating>(2 * mu), &work_gW[0, 0], <int>K)
+        for j in range(K):
+            work_gb[j] = 0
+        for t in range(N):
+            for j in range(K):
+                work_gb[j] += work_P[t, j]
+        for j in range(K):
+            work_gb[j] /= N
+        gsq = _ssq(n * K, &work_gW[0, 0]) + _ssq(K, &work_gb[0])
+        for t in range(max_backtracks + 1):
+            memcpy(&W_out[0, 0], &W[0, 0], n * K * sizeof(floating))
+            memcpy(&b_out[0], &b[0], K * sizeof(floating))
+            axpy(<int>(n * K), <floating>(-step), &work_gW[0, 0], &W_out[0, 0])
+            axpy(<int>K, <floating>(-step), &work_gb[0], &b_out[0])
+            _affine(N, n, K, &A[0, 0], &W_out[0, 0], &b_out[0], &work_G[0, 0])
+            ce = ce_rows(N, K, &work_G[0, 0], &y[0], <floating *>NULL, &n_correct)
+            n_eval += 1
+            phi = ce / N + mu * _ssq(n * K, &W_out[0, 0])
+            if phi <= phi0 - armijo * step * gsq:
+                accepted = 1
+                break
+            step *= shrink
+        if not accepted:
+            memcpy(&W_out[0, 0], &W[0, 0], n * K * sizeof(floating))
+            memcpy(&b_out[0], &b[0], K * sizeof(floating))
+            ce = ce0
+    return bool(accepted), step * lipschitz, ce, ce0, n_eval
+
+
+# ---------------------------------------------------------------------------
+# per-sample (or shared) monotone backtracking on Z blocks, MATH.md §4 steps 2-3.
+# Each trial evaluates only the rows still searching: their trial activations are
+# packed into a compact buffer so one gemm serves them all.
+cdef struct _Search:
+    Py_ssize_t N
+    double lipschitz, shrink, armijo, grow, eta_max
+    int shared          # 1: one step for all rows (the paper's version)
+    double *f0          # row objective at the current Z
+    double *gsq         # squared norm of the row gradient
+    double *step        # current trial step of the row
+    double *f_trial     # trial objective, indexed by compact position
+    Py_ssize_t *active  # rows still searching, in increasing order
+    char *accept        # decision, indexed by compact position
+
+
+cdef int _search_alloc(_Search *s, Py_ssize_t N, double lipschitz, double shrink,
+                       double armijo, double grow, double eta_max, int shared) noexcept nogil:
+    s.N = N; s.lipschitz = lipschitz; s.shrink = shrink; s.armijo = armijo
+    s.grow = grow; s.eta_max = eta_max; s.shared = shared
+    s.f0 = <double *>malloc(N * sizeof(double))
+    s.gsq = <double *>malloc(N * sizeof(double))
+    s.step = <double *>malloc(N * sizeof(double))
+    s.f_trial = <double *>malloc(N * sizeof(double))
+    s.active = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
+    s.accept = <char *>malloc(N)
+    return not (s.f0 and s.gsq and s.step and s.f_trial and s.active and s.accept)
+
+
+cdef void _search_free(_Search *s) noexcept nogil:
+    free(s.f0); free(s.gsq); free(s.step); free(s.f_trial); free(s.active); free(s.accept)
+
+
+cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
+    """First trial step of each row: its remembered step times `grow`, capped."""
+    cdef Py_ssize_t i
+    cdef double e
+    for i in range(s.N):
+        e = eta[0 if s.shared else i] * s.grow
+        s.step[i] = (e if e < s.eta_max else s.eta_max) / s.lipschitz
+        s.active[i] = i
+
+
+cdef void _search_decide(_Search *s, Py_ssize_t n_active) noexcept nogil:
+    """Armijo test per row (or on the sum over rows when the step is shared)."""
+    cdef Py_ssize_t a, i
+    cdef double F0 = 0, F = 0, G = 0
+    cdef char ok
+    if s.shared:
+        for a in range(n_active):
+            i = s.active[a]
+            F0 += s.f0[i]; F += s.f_trial[a]; G += s.gsq[i]
+        ok = F <= F0 - s.armijo * s.step[s.active[0]] * G
+        for a in range(n_active):
+            s.accept[a] = ok
+    else:
+        for a in range(n_active):
+            i = s.active[a]
+            s.accept[a] = s.f_trial[a] <= s.f0[i] - s.armijo * s.step[i] * s.gsq[i]
+
+
+cdef Py_ssize_t _search_compact(_Search *s, Py_ssize_t n_active) noexcept nogil:
+    """Drop accepted rows from the active list and shrink the steps of the others."""
+    cdef Py_ssize_t a, i, keep = 0
+    for a in range(n_active):
+        if not s.accept[a]:
+            i = s.active[a]
+            s.step[i] *= s.shrink
+            s.active[keep] = i
+            keep += 1
+    return keep
+
+
+cdef void _search_finish(_Search *s, double *eta) noexcept nogil:
+    """Remember each row's last step (dimensionless) for the next sweep."""
+    cdef Py_ssize_t i
+    if s.shared:
+        eta[0] = s.step[0] * s.lipschitz
+    else:
+        for i in range(s.N):
+            eta[i] = s.step[i] * s.lipschitz
+
+
+cdef inline void _trial_rows(_Search *s, Py_ssize_t n_active, Py_ssize_t n, int kind,
+                             const floating *Z, const floating *R, const floating *g,
+                             floating *Z_out, floating *R_out, floating *Ac) noexcept nogil:
+    """For each active row i: Z_out_i := Z_i - step_i g_i, R_out_i := R_i + (Z_out_i - Z_i),
+    and the compact row a of Ac := sigma(Z_out_i)."""
+    cdef Py_ssize_t a, i, j
+    cdef floating st
+    for a in range(n_active):
+        i = s.active[a]
+        st = <floating>s.step[i]
+        for j in range(n):
+            Z_out[i * n + j] = Z[i * n + j] - st * g[i * n + j]
+            R_out[i * n + j] = R[i * n + j] + (Z_out[i * n + j] - Z[i * n + j])
+        act_forward(kind, n, Z_out + i * n, Ac + a * n, <floating *>NULL)
+
+
+def _make_search(Py_ssize_t N, double[::1] eta, double lipschitz, double shrink,
+                 double armijo, double grow, double eta_max):
+    if eta.shape[0] != N and eta.shape[0] != 1:
+        raise ValueError("eta must have length N (per-sample steps) or 1 (shared step)")
+    if not (lipschitz > 0 and 0 < shrink < 1 and armijo >= 0 and grow >= 1 and eta_max > 0):
+        raise ValueError("line-search constants out of range")
+
+
+def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
+                const floating[:, ::1] W, const floating[::1] b, const int64_t[::1] y,
+                int kind, double omega, double[::1] eta, double lipschitz,
+                int max_backtracks, double shrink, double armijo, double grow, double eta_max,
+                floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
+                floating[:, ::1] work_D, floating[:, ::1] work_grad, floating[:, ::1] work_P):
+    """Backtracking gradient step on the last hidden pre-activation Z_m (MATH.md §4 step 2).
+
+    Row objective f_i(z) = CE(W^T sigma(z) + b, y_i) + omega ||r_i||^2 where the residual
+    R = Z - (W_m A_{m-1} + b_m) moves with Z.  len(eta) == N: one step per sample;
+    len(eta) == 1: one shared step.  eta is updated in place.
+    Returns (ce_sum_new, ||R_out||^2, n_failed_rows, n_trials).
+    """
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
+    cdef Py_ssize_t i, a, j, n_active, n_failed = 0
+    cdef int t, n_trials = 0, c
+    cdef double ce_sum = 0, r_sum
+    cdef _Search s
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
+                      (R_out, "R_out"), (work_D, "work_D"), (work_grad, "work_grad")):
+        _check(arr, (N, n), name)
+    _check(W, (n, K), "W"); _check(b, (K,), "b"); _check(y, (N,), "y")
+    _check(work_P, (N, K), "work_P")
+    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if N == 0:
+        return 0.0, 0.0, 0, 0
+    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1):
+        _search_free(&s)
+        raise MemoryError()
+    cdef double *ce_i = <double *>malloc(N * sizeof(double))
+    cdef double *ce_t = <double *>malloc(N * sizeof(double))
+    if not (ce_i and ce_t):
+        free(ce_i); free(ce_t); _search_free(&s)
+        raise MemoryError()
+    cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
+    cdef floating *Gc = &work_P[0, 0]     # P - Y first, then compact trial logits
+    cdef floating *g = &work_grad[0, 0]
+    cdef floating two_omega = <floating>(2 * omega)
+    with nogil:
+        # row objectives and gradient sigma'(Z) * (W (P - Y)) + 2 omega R at the current Z
+        act_forward(kind, N * n, &Z[0, 0], &A_out[0, 0], Ac)
+        _affine(N, n, K, &A[0, 0], &W[0, 0], &b[0], Gc)
+        for i in range(N):
+            ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
+            s.f0[i] = ce_i[i] + omega * _ssq(n, &R[i, 0])
+        gemm(c'T', c'N', <int>n, <int>N, <int>K, 1, &W[0, 0], <int>K, Gc, <int>K, 0, g, <int>n)
+        for i in range(N * n):
+            g[i] = g[i] * Ac[i] + two_omega * (&R[0, 0])[i]
+        for i in range(N):
+            s.gsq[i] = _ssq(n, g + i * n)
+        _search_start(&s, &eta[0])
+        n_active = N
+        for t in range(max_backtracks + 1):
+            if n_active == 0:
+                break
+            n_trials += 1
+            _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
+                        &Z_out[0, 0], &R_out[0, 0], Ac)
+            _affine(n_active, n, K, Ac, &W[0, 0], &b[0], Gc)
+            for a in range(n_active):
+                i = s.active[a]
+                ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
+                s.f_trial[a] = ce_t[a] + omega * _ssq(n, &R_out[i, 0])
+            _search_decide(&s, n_active)
+            for a in range(n_active):
+                if s.accept[a]:
+                    i = s.active[a]
+                    memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
+                    ce_i[i] = ce_t[a]
+            n_active = _search_compact(&s, n_active)
+        for a in range(n_active):       # rows with no acceptable step keep their values
+            i = s.active[a]
+            n_failed += 1
+            memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+            memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+            memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+        _search_finish(&s, &eta[0])
+        for i in range(N):
+            ce_sum += ce_i[i]
+        r_sum = _ssq(N * n, &R_out[0, 0])
+    _search_free(&s)
+    free(ce_i); free(ce_t)
+    return ce_sum, r_sum, n_failed, n_trials
+
+
+def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
+                  const floating[:, ::1] R_next, const floating[:, ::1] W_next,
+                  int kind, double omega, double omega_next, double[::1] eta, double lipschitz,
+                  int max_backtracks, double shrink, double armijo, double grow, double eta_max,
+                  floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
+                  floating[:, ::1] R_next_out, floating[:, ::1] work_D,
+                  floating[:, ::1] work_grad, floating[:, ::1] work_Zb, floating[:, ::1] work_Rc):
+    """Backtracking gradient step on a hidden pre-activation Z_{l-1} (MATH.md §4 step 3).
+
+    Row objective f_i(z) = omega ||r_i||^2 + omega_next ||zb_i - W_next sigma(z)||^2, where
+    r = z - t moves with z and zb = Z_l - b_l is fixed; gradient (paper's (3.12), times N)
+    2 omega r - 2 omega_next sigma'(z) * (W_next^T r_next).
+    Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
+    """
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
+    cdef Py_ssize_t i, a, n_active, n_failed = 0
+    cdef int t, n_trials = 0
+    cdef double r_sum, rn_sum
+    cdef _Search s
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
+                      (R_out, "R_out"), (work_D, "work_D"), (work_grad, "work_grad")):
+        _check(arr, (N, n), name)
+    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out"),
+                      (work_Zb, "work_Zb"), (work_Rc, "work_Rc")):
+        _check(arr, (N, n2), name)
+    _check(W_next, (n, n2), "W_next")
+    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if N == 0:
+        return 0.0, 0.0, 0, 0
+    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1):
+        _search_free(&s)
+        raise MemoryError()
+    cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
+    cdef floating *g = &work_grad[0, 0]
+    cdef floating *Zb = &work_Zb[0, 0]
+    cdef floating *Rc = &work_Rc[0, 0]
+    cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
+    with nogil:
+        act_forward(kind, N * n, &Z[0, 0], &A_out[0, 0], Ac)
+        # zb = R_next + W_next sigma(Z): the fixed target of the next layer
+        memcpy(Zb, &R_next[0, 0], N * n2 * sizeof(floating))
+        gemm(c'N', c'N', <int>n2, <int>N, <int>n, 1, &W_next[0, 0], <int>n2, &A[0, 0], <int>n,
+             1, Zb, <int>n2)
+        for i in range(N):
+            s.f0[i] = omega * _ssq(n, &R[i, 0]) + omega_next * _ssq(n2, &R_next[i, 0])
+        gemm(c'T', c'N', <int>n, <int>N, <int>n2, 1, &W_next[0, 0], <int>n2, &R_next[0, 0],
+             <int>n2, 0, g, <int>n)
+        for i in range(N * n):
+            g[i] = two_omega * (&R[0, 0])[i] - two_omega_next * (Ac[i] * g[i])
+        for i in range(N):
+            s.gsq[i] = _ssq(n, g + i * n)
+        _search_start(&s, &eta[0])
+        n_active = N
+        for t in range(max_backtracks + 1):
+            if n_active == 0:
+                break
+            n_trials += 1
+            _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
+                        &Z_out[0, 0], &R_out[0, 0], Ac)
+            for a in range(n_active):
+                memcpy(Rc + a * n2, Zb + s.active[a] * n2, n2 * sizeof(floating))
+            gemm(c'N', c'N', <int>n2, <int>n_active, <int>n, -1, &W_next[0, 0], <int>n2,
+                 Ac, <int>n, 1, Rc, <int>n2)
+            for a in range(n_active):
+                i = s.active[a]
+                s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rc + a * n2)
+            _search_decide(&s, n_active)
+            for a in range(n_active):
+                if s.accept[a]:
+                    i = s.active[a]
+                    memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
+                    memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
+            n_active = _search_compact(&s, n_active)
+        for a in range(n_active):       # rows with no acceptable step keep their values
+            i = s.active[a]
+            n_failed += 1
+            memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+            memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+            memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+            memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
+        _search_finish(&s, &eta[0])
+        r_sum = _ssq(N * n, &R_out[0, 0])
+        rn_sum = _ssq(N * n2, &R_next_out[0, 0])
+    _search_free(&s)
+    return r_sum, rn_sum, n_failed, n_trials
+
+
+# ---------------------------------------------------------------------------
+# step 3: closed-form W_l (ridge) and b_l
+def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
+                 const floating[::1] b, double lam, double rcond_min,
+                 floating[:, ::1] W_out, floating[:, ::1] R_out,
+                 floating[:, ::1] work_gram, floating[:, ::1] work_gram2):
+    """W_out := argmin_W ||Z - b - A_prev W||^2 + lam ||W||^2 (paper's (3.10)).
+
+    Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by syrk,
+    Cholesky (potrf) and two triangular solves from the right (posv's solve for a right
+    hand side on the right).  If the factorisation fails or its reciprocal condition
+    number (pocon) is below rcond_min, falls back to the minimum-norm solution through
+    the eigen-decomposition of the Gram matrix (syevd), discarding eigenvalues below
+    n*eps*max.  R_out := Z - b - A_prev W_out.
+    Returns (||R_out||^2, ||W_out||^2, status) with status 0 (Cholesky), 1 (fallback),
+    -1 (LAPACK failure; W_out then holds zeros and R_out = Z - b).
+    """
+    cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
+    cdef int info, status = 0, lwork, liwork
+    cdef double anorm = 0, colsum, rcond, r_sum, w_sum, wmax, tol
+    cdef floating eps
+    _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
+    _check(W_out, (n_in, n_out), "W_out"); _check(R_out, (N, n_out), "R_out")
+    _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
+    if n_in == 0 or n_out == 0:
+        raise ValueError("empty layer")
+    eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
+    cdef floating *G = &work_gram[0, 0]
+    cdef floating *G2 = &work_gram2[0, 0]
+    cdef floating *W = &W_out[0, 0]
+    cdef floating *work = NULL
+    cdef floating *T = NULL
+    cdef floating *evals = NULL
+    cdef int *iwork = NULL
+    cdef floating wq
+    cdef int iq
+    with nogil:
+        _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
+        # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be
+        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &R_out[0, 0], <int>n_out,
+             &A_prev[0, 0], <int>n_in, 0, W, <int>n_out)
+        syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
+        for j in range(n_in):              # symmetrise (column-major upper -> full)
+            for i in range(j):
+                G[i * n_in + j] = G[j * n_in + i]
+            G[j * n_in + j] += <floating>lam
+        memcpy(G2, G, n_in * n_in * sizeof(floating))
+        for j in range(n_in):              # 1-norm of the symmetric matrix
+            colsum = 0
+            for i in range(n_in):
+                colsum += fabs(G[j * n_in + i])
+            anorm = colsum if colsum > anorm else anorm
+        info = potrf(c'U', <int>n_in, G, <int>n_in)
+        rcond = -1
+        if info == 0:
+            work = <floating *>malloc(3 * n_in * sizeof(floating))
+            iwork = <int *>malloc(n_in * sizeof(int))
+            if work != NULL and iwork != NULL:
+                rcond = pocon(c'U', <int>n_in, G, <int>n_in, anorm, work, iwork)
+            free(work); free(iwork); work = NULL; iwork = NULL
+        if info == 0 and rcond >= rcond_min:
+            trsm(c'R', c'U', c'N', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
+            trsm(c'R', c'U', c'T', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
+        else:
+            status = 1
+            evals = <floating *>malloc(n_in * sizeof(floating))
+            T = <floating *>malloc(n_in * n_out * sizeof(floating))
+            # workspace query
+            lwork = -1; liwork = -1
+            info = syevd(c'V', c'U', <int>n_in, G2, <int>n_in, evals, &wq, lwork, &iq, liwork)
+            lwork = <int>wq + 1; liwork = iq + 1
+            work = <floating *>malloc(lwork * sizeof(floating))
+            iwork = <int *>malloc(liwork * sizeof(int))
+            if evals == NULL or T == NULL or work == NULL or iwork == NULL:
+                info = -1000
+            else:
+                info = syevd(c'V', c'U', <int>n_in, G2, <int>n_in, evals, work, lwork,
+                             iwork, liwork)
+            if info == 0:
+                # W = RHS Q diag(1/lambda) Q^T on the retained eigenvalues
+                gemm(c'N', c'N', <int>n_out, <int>n_in, <int>n_in, 1, W, <int>n_out, G2,
+                     <int>n_in, 0, T, <int>n_out)
+                wmax = evals[n_in - 1]
+                tol = n_in * eps * wmax
+                for j in range(n_in):
+                    for i in range(n_out):
+                        T[j * n_out + i] = (T[j * n_out + i] / evals[j]
+                                            if evals[j] > tol else 0)
+                gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n_in, 1, T, <int>n_out, G2,
+                     <int>n_in, 0, W, <int>n_out)
+            else:
+                status = -1
+                for i in range(n_in * n_out):
+                    W[i] = 0
+            free(evals); free(T); free(work); free(iwork)
+        gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, W, <int>n_out, &A_prev[0, 0],
+             <int>n_in, 1, &R_out[0, 0], <int>n_out)
+        r_sum = _ssq(N * n_out, &R_out[0, 0])
+        w_sum = _ssq(n_in * n_out, W)
+    return r_sum, w_sum, status
+
+
+def bias_update(const floating[:, ::1] R, const floating[::1] b,
+                floating[:, ::1] R_out, floating[::1] b_out):
+    """b_out := b + mean of the rows of R (paper's (3.11), R = Z - W A - b);
+    R_out := R - that mean.  Returns ||R_out||^2."""
+    cdef Py_ssize_t N = R.shape[0], n = R.shape[1], i, j
+    cdef double s
+    _check(b, (n,), "b"); _check(R_out, (N, n), "R_out"); _check(b_out, (n,), "b_out")
+    if N == 0:
+        raise ValueError("R must have at least one row")
+    cdef double *mean = <double *>malloc(n * sizeof(double))
+    if mean == NULL:
+        raise MemoryError()
+    cdef floating *m
+    with nogil:
+        for j in range(n):
+            mean[j] = 0
+        for i in range(N):
+            for j in range(n):
+                mean[j] += R[i, j]
+        for j in range(n):
+            mean[j] /= N
+            b_out[j] = b[j] + <floating>mean[j]
+        for i in range(N):
+            for j in range(n):
+                R_out[i, j] = R[i, j] - <floating>mean[j]
+        s = _ssq(N * n, &R_out[0, 0])
+    free(mean)
+    return s
+
+
+# ---------------------------------------------------------------------------
+# the gradient-descent baseline (MATH.md §7)
+def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
+                   const floating[:, ::1] W, floating[:, ::1] grad_W_out,
+                   floating[::1] grad_b_out, const floating[:, ::1] D_prev=None,
+                   floating[:, ::1] delta_prev_out=None):
+    """Given delta = dLoss/dZ of a layer: grad_W_out := A_prev^T delta,
+    grad_b_out := column sums of delta and, when D_prev is given,
+    delta_prev_out := (delta W^T) * D_prev."""
+    cdef Py_ssize_t N = delta.shape[0], n_out = delta.shape[1], n_in = A_prev.shape[1], i, j
+    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
+    _check(grad_W_out, (n_in, n_out), "grad_W_out"); _check(grad_b_out, (n_out,), "grad_b_out")
+    cdef bint has_prev = D_prev is not None
+    if has_prev:
+        _check(D_prev, (N, n_in), "D_prev")
+        if delta_prev_out is None:
+            raise ValueError("delta_prev_out is required with D_prev")
+        _check(delta_prev_out, (N, n_in), "delta_prev_out")
+    cdef floating *dp = &delta_prev_out[0, 0] if has_prev else NULL
+    cdef const floating *D = &D_prev[0, 0] if has_prev else NULL
+    with nogil:
+        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &delta[0, 0], <int>n_out,
+             &A_prev[0, 0], <int>n_in, 0, &grad_W_out[0, 0], <int>n_out)
+        for j in range(n_out):
+            grad_b_out[j] = 0
+        for i in range(N):
+            for j in range(n_out):
+                grad_b_out[j] += delta[i, j]
+        if has_prev:
+            gemm(c'T', c'N', <int>n_in, <int>N, <int>n_out, 1, &W[0, 0], <int>n_out,
+                 &delta[0, 0], <int>n_out, 0, dp, <int>n_in)
+            for i in range(N * n_in):
+                dp[i] = dp[i] * D[i]
