@@ -7,9 +7,9 @@ from libc.stdint cimport int64_t
 cdef inline double ce_row(Py_ssize_t K, const floating *g, int64_t y,
                           floating *p, int *correct) noexcept nogil:
     """Loss logsumexp(g) - g[y] of one row (max-shifted).  When p is not NULL,
-    p := softmax(g) - onehot(y).  *correct := (argmax g == y) when not NULL."""
+    p := softmax(g) - onehot(y) (p may alias g).  *correct := (argmax g == y) when not NULL."""
     cdef Py_ssize_t k, kmax = 0
-    cdef double gmax = g[0], s = 0, e
+    cdef double gmax = g[0], s = 0, e, gy = g[y]
     for k in range(1, K):
         if g[k] > gmax:
             gmax = g[k]
@@ -25,7 +25,7 @@ cdef inline double ce_row(Py_ssize_t K, const floating *g, int64_t y,
         p[y] -= 1
     if correct != NULL:
         correct[0] = kmax == y
-    return gmax + log(s) - g[y]
+    return gmax + log(s) - gy
 
 
 cdef inline double ce_rows(Py_ssize_t N, Py_ssize_t K, const floating *G,

@@ -13,7 +13,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport fabs
 
-from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, syevd
+from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, gelsd
+from libc.math cimport sqrt
 from _elementwise cimport act_forward
 from _cross_entropy cimport ce_row, ce_rows
 
@@ -149,18 +150,26 @@ cdef struct _Search:
     Py_ssize_t N
     double lipschitz, shrink, armijo, grow, eta_max
     int shared          # 1: one step for all rows (the paper's version)
+    double noise        # relative rounding level of a row objective
     double *f0          # row objective at the current Z
     double *gsq         # squared norm of the row gradient
     double *step        # current trial step of the row
     double *f_trial     # trial objective, indexed by compact position
     Py_ssize_t *active  # rows still searching, in increasing order
-    char *accept        # decision, indexed by compact position
+    char *accept        # decision by compact position: _RETRY, _ACCEPT or _GIVE_UP
+
+
+cdef enum:
+    _RETRY = 0
+    _ACCEPT = 1
+    _GIVE_UP = 2
 
 
 cdef int _search_alloc(_Search *s, Py_ssize_t N, double lipschitz, double shrink,
-                       double armijo, double grow, double eta_max, int shared) noexcept nogil:
+                       double armijo, double grow, double eta_max, int shared,
+                       double eps) noexcept nogil:
     s.N = N; s.lipschitz = lipschitz; s.shrink = shrink; s.armijo = armijo
-    s.grow = grow; s.eta_max = eta_max; s.shared = shared
+    s.grow = grow; s.eta_max = eta_max; s.shared = shared; s.noise = 64 * eps
     s.f0 = <double *>malloc(N * sizeof(double))
     s.gsq = <double *>malloc(N * sizeof(double))
     s.step = <double *>malloc(N * sizeof(double))
@@ -185,28 +194,42 @@ cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
 
 
 cdef void _search_decide(_Search *s, Py_ssize_t n_active) noexcept nogil:
-    """Armijo test per row (or on the sum over rows when the step is shared)."""
+    """Armijo test per row (or on the sum over rows when the step is shared).  A row
+    gives up (keeps its value) once the decrease its step promises, step*|g|^2, is
+    below the rounding level of its objective: past that point the comparison is noise
+    and two correct implementations would decide differently."""
     cdef Py_ssize_t a, i
-    cdef double F0 = 0, F = 0, G = 0
-    cdef char ok
+    cdef double F0 = 0, F = 0, G = 0, A0 = 0
+    cdef char decision
     if s.shared:
         for a in range(n_active):
             i = s.active[a]
-            F0 += s.f0[i]; F += s.f_trial[a]; G += s.gsq[i]
-        ok = F <= F0 - s.armijo * s.step[s.active[0]] * G
+            F0 += s.f0[i]; F += s.f_trial[a]; G += s.gsq[i]; A0 += fabs(s.f0[i])
+        i = s.active[0]
+        if s.step[i] * G <= s.noise * A0:
+            decision = _GIVE_UP
+        elif F <= F0 - s.armijo * s.step[i] * G:
+            decision = _ACCEPT
+        else:
+            decision = _RETRY
         for a in range(n_active):
-            s.accept[a] = ok
+            s.accept[a] = decision
     else:
         for a in range(n_active):
             i = s.active[a]
-            s.accept[a] = s.f_trial[a] <= s.f0[i] - s.armijo * s.step[i] * s.gsq[i]
+            if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i]):
+                s.accept[a] = _GIVE_UP
+            elif s.f_trial[a] <= s.f0[i] - s.armijo * s.step[i] * s.gsq[i]:
+                s.accept[a] = _ACCEPT
+            else:
+                s.accept[a] = _RETRY
 
 
 cdef Py_ssize_t _search_compact(_Search *s, Py_ssize_t n_active) noexcept nogil:
-    """Drop accepted rows from the active list and shrink the steps of the others."""
+    """Drop decided rows from the active list and shrink the steps of the others."""
     cdef Py_ssize_t a, i, keep = 0
     for a in range(n_active):
-        if not s.accept[a]:
+        if s.accept[a] == _RETRY:
             i = s.active[a]
             s.step[i] *= s.shrink
             s.active[keep] = i
@@ -274,7 +297,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
-    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1):
+    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1,
+                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
         _search_free(&s)
         raise MemoryError()
     cdef double *ce_i = <double *>malloc(N * sizeof(double))
@@ -313,17 +337,16 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
                 s.f_trial[a] = ce_t[a] + omega * _ssq(n, &R_out[i, 0])
             _search_decide(&s, n_active)
             for a in range(n_active):
-                if s.accept[a]:
-                    i = s.active[a]
+                i = s.active[a]
+                if s.accept[a] == _ACCEPT:
                     memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     ce_i[i] = ce_t[a]
+                elif s.accept[a] == _GIVE_UP or t == max_backtracks:
+                    n_failed += 1       # no acceptable step: the row keeps its values
+                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
             n_active = _search_compact(&s, n_active)
-        for a in range(n_active):       # rows with no acceptable step keep their values
-            i = s.active[a]
-            n_failed += 1
-            memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-            memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-            memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
         _search_finish(&s, &eta[0])
         for i in range(N):
             ce_sum += ce_i[i]
@@ -362,7 +385,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
-    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1):
+    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1,
+                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
         _search_free(&s)
         raise MemoryError()
     cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
@@ -401,18 +425,17 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                 s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rc + a * n2)
             _search_decide(&s, n_active)
             for a in range(n_active):
-                if s.accept[a]:
-                    i = s.active[a]
+                i = s.active[a]
+                if s.accept[a] == _ACCEPT:
                     memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
+                elif s.accept[a] == _GIVE_UP or t == max_backtracks:
+                    n_failed += 1       # no acceptable step: the row keeps its values
+                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
             n_active = _search_compact(&s, n_active)
-        for a in range(n_active):       # rows with no acceptable step keep their values
-            i = s.active[a]
-            n_failed += 1
-            memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-            memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-            memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
-            memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
         _search_finish(&s, &eta[0])
         r_sum = _ssq(N * n, &R_out[0, 0])
         rn_sum = _ssq(N * n2, &R_next_out[0, 0])
@@ -422,99 +445,111 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
 
 # ---------------------------------------------------------------------------
 # step 3: closed-form W_l (ridge) and b_l
+cdef int _lstsq_stacked(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                        const floating *A, const floating *Zb, double lam,
+                        floating *W) noexcept nogil:
+    """W := minimum-norm least-squares solution of W [A, sqrt(lam) I] = [Zb, 0] in
+    MATH.md's orientation (gelsd on the transposed stacked system, cut-off
+    max(M, n_in)*eps on singular values).  Returns LAPACK's info (-1000: no memory)."""
+    cdef Py_ssize_t M = N + (n_in if lam > 0 else 0), i, j
+    cdef int info, rank, lwork, liwork_q
+    cdef floating wq
+    cdef double eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
+    cdef double rcond = (M if M > n_in else n_in) * eps
+    cdef floating root = <floating>sqrt(lam) if lam > 0 else 0
+    cdef floating *As = <floating *>malloc(M * n_in * sizeof(floating))
+    cdef floating *Bs = <floating *>malloc(M * n_out * sizeof(floating))
+    cdef floating *sv = <floating *>malloc(n_in * sizeof(floating))
+    cdef floating *work = NULL
+    cdef int *iwork = NULL
+    if As == NULL or Bs == NULL or sv == NULL:
+        free(As); free(Bs); free(sv)
+        return -1000
+    for j in range(n_in):                 # As (M x n_in, column-major) = [A^T; sqrt(lam) I]
+        for i in range(N):
+            As[j * M + i] = A[i * n_in + j]
+        for i in range(N, M):
+            As[j * M + i] = root if i - N == j else 0
+    for j in range(n_out):                # Bs (M x n_out) = [Zb^T; 0]
+        for i in range(N):
+            Bs[j * M + i] = Zb[i * n_out + j]
+        for i in range(N, M):
+            Bs[j * M + i] = 0
+    info = gelsd(<int>M, <int>n_in, <int>n_out, As, <int>M, Bs, <int>M, sv, rcond, &rank,
+                 &wq, -1, &liwork_q)
+    lwork = <int>wq + 1
+    work = <floating *>malloc(lwork * sizeof(floating))
+    iwork = <int *>malloc((liwork_q + 1) * sizeof(int))
+    if work == NULL or iwork == NULL:
+        info = -1000
+    else:
+        info = gelsd(<int>M, <int>n_in, <int>n_out, As, <int>M, Bs, <int>M, sv, rcond,
+                     &rank, work, lwork, iwork)
+    if info == 0:
+        for j in range(n_in):
+            for i in range(n_out):
+                W[j * n_out + i] = Bs[i * M + j]
+    free(As); free(Bs); free(sv); free(work); free(iwork)
+    return info
+
+
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  const floating[::1] b, double lam, double rcond_min,
                  floating[:, ::1] W_out, floating[:, ::1] R_out,
-                 floating[:, ::1] work_gram, floating[:, ::1] work_gram2):
+                 floating[:, ::1] work_gram):
     """W_out := argmin_W ||Z - b - A_prev W||^2 + lam ||W||^2 (paper's (3.10)).
 
     Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by syrk,
-    Cholesky (potrf) and two triangular solves from the right (posv's solve for a right
-    hand side on the right).  If the factorisation fails or its reciprocal condition
-    number (pocon) is below rcond_min, falls back to the minimum-norm solution through
-    the eigen-decomposition of the Gram matrix (syevd), discarding eigenvalues below
-    n*eps*max.  R_out := Z - b - A_prev W_out.
-    Returns (||R_out||^2, ||W_out||^2, status) with status 0 (Cholesky), 1 (fallback),
-    -1 (LAPACK failure; W_out then holds zeros and R_out = Z - b).
+    Cholesky (potrf) and two triangular solves from the right (what posv does, for a
+    right-hand side on the right).  If the factorisation fails or its reciprocal
+    condition number (pocon) is below rcond_min, the normal equations would lose too
+    much accuracy: fall back to the minimum-norm least-squares solution of the stacked
+    system W [A, sqrt(lam) I] = [Z - b, 0] by SVD (gelsd), which never squares the
+    condition number.  R_out := Z - b - A_prev W_out.
+    Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 least squares,
+    -1 LAPACK failure (W_out then holds zeros).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
-    cdef int info, status = 0, lwork, liwork
-    cdef double anorm = 0, colsum, rcond, r_sum, w_sum, wmax, tol
-    cdef floating eps
+    cdef int info, status = 0
+    cdef double anorm = 0, colsum, rcond = -1, r_sum, w_sum
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
     _check(W_out, (n_in, n_out), "W_out"); _check(R_out, (N, n_out), "R_out")
-    _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
-    if n_in == 0 or n_out == 0:
-        raise ValueError("empty layer")
-    eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
+    _check(work_gram, (n_in, n_in), "work_gram")
+    if n_in == 0 or n_out == 0 or N == 0:
+        raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
-    cdef floating *G2 = &work_gram2[0, 0]
     cdef floating *W = &W_out[0, 0]
     cdef floating *work = NULL
-    cdef floating *T = NULL
-    cdef floating *evals = NULL
     cdef int *iwork = NULL
-    cdef floating wq
-    cdef int iq
     with nogil:
         _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
         # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be
         gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &R_out[0, 0], <int>n_out,
              &A_prev[0, 0], <int>n_in, 0, W, <int>n_out)
         syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
-        for j in range(n_in):              # symmetrise (column-major upper -> full)
-            for i in range(j):
-                G[i * n_in + j] = G[j * n_in + i]
+        for j in range(n_in):              # add lam I; 1-norm from the upper triangle
             G[j * n_in + j] += <floating>lam
-        memcpy(G2, G, n_in * n_in * sizeof(floating))
-        for j in range(n_in):              # 1-norm of the symmetric matrix
+        for j in range(n_in):
             colsum = 0
             for i in range(n_in):
-                colsum += fabs(G[j * n_in + i])
+                colsum += fabs(G[j * n_in + i] if i <= j else G[i * n_in + j])
             anorm = colsum if colsum > anorm else anorm
         info = potrf(c'U', <int>n_in, G, <int>n_in)
-        rcond = -1
         if info == 0:
             work = <floating *>malloc(3 * n_in * sizeof(floating))
             iwork = <int *>malloc(n_in * sizeof(int))
             if work != NULL and iwork != NULL:
                 rcond = pocon(c'U', <int>n_in, G, <int>n_in, anorm, work, iwork)
-            free(work); free(iwork); work = NULL; iwork = NULL
+            free(work); free(iwork)
         if info == 0 and rcond >= rcond_min:
             trsm(c'R', c'U', c'N', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
             trsm(c'R', c'U', c'T', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
         else:
             status = 1
-            evals = <floating *>malloc(n_in * sizeof(floating))
-            T = <floating *>malloc(n_in * n_out * sizeof(floating))
-            # workspace query
-            lwork = -1; liwork = -1
-            info = syevd(c'V', c'U', <int>n_in, G2, <int>n_in, evals, &wq, lwork, &iq, liwork)
-            lwork = <int>wq + 1; liwork = iq + 1
-            work = <floating *>malloc(lwork * sizeof(floating))
-            iwork = <int *>malloc(liwork * sizeof(int))
-            if evals == NULL or T == NULL or work == NULL or iwork == NULL:
-                info = -1000
-            else:
-                info = syevd(c'V', c'U', <int>n_in, G2, <int>n_in, evals, work, lwork,
-                             iwork, liwork)
-            if info == 0:
-                # W = RHS Q diag(1/lambda) Q^T on the retained eigenvalues
-                gemm(c'N', c'N', <int>n_out, <int>n_in, <int>n_in, 1, W, <int>n_out, G2,
-                     <int>n_in, 0, T, <int>n_out)
-                wmax = evals[n_in - 1]
-                tol = n_in * eps * wmax
-                for j in range(n_in):
-                    for i in range(n_out):
-                        T[j * n_out + i] = (T[j * n_out + i] / evals[j]
-                                            if evals[j] > tol else 0)
-                gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n_in, 1, T, <int>n_out, G2,
-                     <int>n_in, 0, W, <int>n_out)
-            else:
+            if _lstsq_stacked(N, n_in, n_out, &A_prev[0, 0], &R_out[0, 0], lam, W) != 0:
                 status = -1
                 for i in range(n_in * n_out):
                     W[i] = 0
-            free(evals); free(T); free(work); free(iwork)
         gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, W, <int>n_out, &A_prev[0, 0],
              <int>n_in, 1, &R_out[0, 0], <int>n_out)
         r_sum = _ssq(N * n_out, &R_out[0, 0])

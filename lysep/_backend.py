@@ -1,0 +1,25 @@
+"""The two interchangeable implementations of the blocks: compiled and NumPy.
+
+Both namespaces expose the same names with the same signatures, so the sweep in
+``lysep._sweep`` runs unchanged on either (and the tests compare them)."""
+from types import SimpleNamespace
+
+from . import _reference
+from ._activation import activation
+from ._fnn_blocks import (affine, backprop_layer, bias_update, output_step, residual,
+                          ridge_update, z_hidden_step, z_last_step)
+from ._softmax import softmax_ce
+
+_NAMES = ("activation", "softmax_ce", "affine", "residual", "output_step", "z_last_step",
+          "z_hidden_step", "ridge_update", "bias_update", "backprop_layer")
+
+COMPILED = SimpleNamespace(
+    name="compiled", activation=activation, softmax_ce=softmax_ce, affine=affine,
+    residual=residual, output_step=output_step, z_last_step=z_last_step,
+    z_hidden_step=z_hidden_step, ridge_update=ridge_update, bias_update=bias_update,
+    backprop_layer=backprop_layer)
+
+REFERENCE = SimpleNamespace(name="reference",
+                            **{name: getattr(_reference, name) for name in _NAMES})
+
+BACKENDS = {"compiled": COMPILED, "reference": REFERENCE}

@@ -1,0 +1,220 @@
+"""NumPy reference of every compiled block (MATH.md §1, §4, §7).
+
+Each function has the name, signature and return value of its compiled twin in
+``lysep._fnn_blocks`` / ``lysep._softmax`` / ``lysep._activation``: it writes into the
+``*_out`` arrays and returns the same tuple.  Clear and slow on purpose; the tests run
+the same sweep (``lysep._sweep``) on both backends and compare.
+Storage: samples are rows; a weight array of shape (n_in, n_out) maps rows by ``A @ W``.
+"""
+import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
+
+from ._activations import activation  # noqa: F401  (part of the backend namespace)
+
+
+def softmax_ce(G, y, P_out=None):
+    """Return (sum of row losses, n_correct); P_out := softmax(G) - onehot(y)."""
+    loss, correct, P = _ce_rows(G, y)
+    if P_out is not None:
+        P_out[...] = P
+    return float(loss.sum()), int(correct.sum())
+
+
+def _ce_rows(G, y):
+    """Row losses logsumexp(g) - g_y (max-shifted, in float64), argmax hits, P - Y."""
+    N = G.shape[0]
+    rows = np.arange(N)
+    gmax = G.max(axis=1)
+    e = np.exp(G.astype(np.float64) - gmax[:, None])
+    s = e.sum(axis=1)
+    loss = gmax + np.log(s) - G[rows, y]
+    P = (e.astype(G.dtype) / s[:, None]).astype(G.dtype)
+    P[rows, y] -= 1
+    return loss, G.argmax(axis=1) == y, P
+
+
+def affine(A, W, b, Z_out):
+    """Z_out := A W + b."""
+    Z_out[...] = A @ W + b
+
+
+def residual(Z, A_prev, W, b, R_out):
+    """R_out := Z - A_prev W - b; returns ||R||^2."""
+    R_out[...] = (Z - b) - A_prev @ W
+    return _ssq(R_out)
+
+
+def _ssq(x):
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return float(x @ x)
+
+
+def output_step(A, y, W, b, mu, eta, lipschitz, max_backtracks, shrink, armijo,
+                W_out, b_out, work_G, work_P, work_gW, work_gb):
+    """One Armijo-backtracking gradient step on CE(A W + b)/N + mu ||W||^2."""
+    N = A.shape[0]
+    dt = A.dtype.type
+    ce0, _ = softmax_ce(A @ W + b, y, work_P)
+    phi0 = ce0 / N + mu * _ssq(W)
+    gW = A.T @ work_P * dt(1.0 / N) + dt(2 * mu) * W
+    gb = work_P.sum(axis=0, dtype=np.float64) / N
+    gsq = _ssq(gW) + _ssq(gb)
+    step = eta / lipschitz
+    n_eval = 1
+    for _ in range(max_backtracks + 1):
+        W_out[...] = W - dt(step) * gW
+        b_out[...] = b - dt(step) * gb.astype(A.dtype)
+        ce, _ = softmax_ce(A @ W_out + b_out, y)
+        n_eval += 1
+        if ce / N + mu * _ssq(W_out) <= phi0 - armijo * step * gsq:
+            return True, step * lipschitz, ce, ce0, n_eval
+        step *= shrink
+    W_out[...] = W
+    b_out[...] = b
+    return False, step * lipschitz, ce0, ce0, n_eval
+
+
+def _row_ssq(M):
+    M = M.astype(np.float64)
+    return np.einsum("ij,ij->i", M, M)
+
+
+def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, grow,
+              eta_max, kind, trial_objective, Z_out, A_out, R_out, commit):
+    """Shared backtracking driver of the Z blocks: per-row steps (len(eta) == N) or a
+    shared step (len(eta) == 1).  trial_objective(rows, A_trial, R_trial) returns the
+    trial row objectives; commit(rows, accepted_mask) stores what else the block keeps."""
+    N, n = Z.shape
+    dt = Z.dtype.type
+    shared = eta.shape[0] == 1
+    gsq = _row_ssq(g)
+    noise = 64 * np.finfo(Z.dtype).eps
+    step = np.minimum(np.broadcast_to(eta, (N,)) * grow, eta_max) / lipschitz
+    active = np.arange(N)
+    failed = []
+    n_trials = 0
+    for t in range(max_backtracks + 1):
+        if active.size == 0:
+            break
+        n_trials += 1
+        st = step[active].astype(Z.dtype)[:, None]
+        Zt = Z[active] - st * g[active]
+        Rt = R[active] + (Zt - Z[active])
+        At = np.empty_like(Zt)
+        activation(Zt, kind, At)
+        f = trial_objective(active, At, Rt)
+        if shared:   # one decision on the sums (the paper's single step size)
+            s0 = step[active[0]]
+            give_up = np.full(active.size, s0 * gsq[active].sum() <= noise * np.abs(f0[active]).sum())
+            accept = np.full(active.size, f.sum() <= f0[active].sum() - armijo * s0 * gsq[active].sum())
+        else:        # below the rounding level of f0 the comparison is noise: give up
+            give_up = step[active] * gsq[active] <= noise * np.abs(f0[active])
+            accept = f <= f0[active] - armijo * step[active] * gsq[active]
+        accept &= ~give_up
+        retry = ~(accept | give_up)
+        rows = active[accept]
+        Z_out[rows], A_out[rows], R_out[rows] = Zt[accept], At[accept], Rt[accept]
+        commit(rows, accept)
+        failed.append(active[give_up | (retry if t == max_backtracks else False)])
+        step[active[retry]] *= shrink
+        active = active[retry]
+    failed = np.sort(np.concatenate(failed)) if failed else np.zeros(0, dtype=np.intp)
+    Z_out[failed], A_out[failed], R_out[failed] = Z[failed], A[failed], R[failed]
+    eta[...] = step[:1] * lipschitz if shared else step * lipschitz
+    return failed, n_trials
+
+
+def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, shrink,
+                armijo, grow, eta_max, Z_out, A_out, R_out, work_D, work_grad, work_P):
+    """Backtracking step on Z_m: rows f_i = CE(sigma(z) W + b, y_i) + omega ||r_i||^2."""
+    dt = Z.dtype.type
+    D = np.empty_like(Z)
+    activation(Z, kind, np.empty_like(Z), D)
+    ce_i, _, P = _ce_rows(A @ W + b, y)
+    f0 = ce_i + omega * _row_ssq(R)
+    g = (P @ W.T) * D + dt(2 * omega) * R
+    ce_new = ce_i.copy()
+    trial = {}
+
+    def objective(rows, At, Rt):
+        trial["ce"], _, _ = _ce_rows(At @ W + b, y[rows])
+        return trial["ce"] + omega * _row_ssq(Rt)
+
+    def commit(rows, accept):
+        ce_new[rows] = trial["ce"][accept]
+
+    failed, n_trials = _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink,
+                                 armijo, grow, eta_max, kind, objective, Z_out, A_out,
+                                 R_out, commit)
+    return float(ce_new.sum()), _ssq(R_out), int(failed.size), n_trials
+
+
+def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschitz,
+                  max_backtracks, shrink, armijo, grow, eta_max, Z_out, A_out, R_out,
+                  R_next_out, work_D, work_grad, work_Zb, work_Rc):
+    """Backtracking step on a hidden Z: rows f_i = omega ||r_i||^2 + omega_next ||rn_i||^2,
+    rn = zb - sigma(z) W_next with zb = R_next + A W_next fixed (paper's (3.12))."""
+    dt = Z.dtype.type
+    D = np.empty_like(Z)
+    activation(Z, kind, np.empty_like(Z), D)
+    Zb = R_next + A @ W_next
+    f0 = omega * _row_ssq(R) + omega_next * _row_ssq(R_next)
+    g = dt(2 * omega) * R - dt(2 * omega_next) * (D * (R_next @ W_next.T))
+    trial = {}
+
+    def objective(rows, At, Rt):
+        trial["rn"] = Zb[rows] - At @ W_next
+        return omega * _row_ssq(Rt) + omega_next * _row_ssq(trial["rn"])
+
+    def commit(rows, accept):
+        R_next_out[rows] = trial["rn"][accept]
+
+    failed, n_trials = _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink,
+                                 armijo, grow, eta_max, kind, objective, Z_out, A_out,
+                                 R_out, commit)
+    R_next_out[failed] = R_next[failed]
+    return _ssq(R_out), _ssq(R_next_out), int(failed.size), n_trials
+
+
+def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram):
+    """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
+    (Cholesky), or by least squares on the stacked system when the Gram matrix is ill
+    conditioned (reciprocal condition estimate below rcond_min).
+    Returns (||R_out||^2, ||W_out||^2, status)."""
+    N, n_in = A_prev.shape
+    Zb = Z - b
+    G = A_prev.T @ A_prev + A_prev.dtype.type(lam) * np.eye(n_in, dtype=A_prev.dtype)
+    pocon = scipy.linalg.lapack.get_lapack_funcs("pocon", (G,))
+    U, info = scipy.linalg.lapack.get_lapack_funcs("potrf", (G,))(G, lower=False)
+    rcond = pocon(U, np.abs(G).sum(axis=0).max())[0] if info == 0 else -1.0
+    if info == 0 and rcond >= rcond_min:
+        W_out[...] = scipy.linalg.cho_solve((U, False), A_prev.T @ Zb)
+        status = 0
+    else:
+        A_st, B_st = A_prev, Zb
+        if lam > 0:
+            A_st = np.vstack([A_prev, np.sqrt(lam) * np.eye(n_in, dtype=A_prev.dtype)])
+            B_st = np.vstack([Zb, np.zeros((n_in, Zb.shape[1]), dtype=Zb.dtype)])
+        cutoff = max(A_st.shape) * np.finfo(A_prev.dtype).eps
+        W_out[...] = scipy.linalg.lstsq(A_st, B_st, cond=cutoff, lapack_driver="gelsd")[0]
+        status = 1
+    R_out[...] = Zb - A_prev @ W_out
+    return _ssq(R_out), _ssq(W_out), status
+
+
+def bias_update(R, b, R_out, b_out):
+    """b_out := b + mean of R's rows; R_out := R - that mean; returns ||R_out||^2."""
+    mean = R.mean(axis=0, dtype=np.float64).astype(R.dtype)
+    b_out[...] = b + mean
+    R_out[...] = R - mean
+    return _ssq(R_out)
+
+
+def backprop_layer(delta, A_prev, W, grad_W_out, grad_b_out, D_prev=None,
+                   delta_prev_out=None):
+    """grad_W := A_prev^T delta, grad_b := sum of delta's rows, delta_prev := (delta W^T) * D_prev."""
+    grad_W_out[...] = A_prev.T @ delta
+    grad_b_out[...] = delta.sum(axis=0)
+    if D_prev is not None:
+        delta_prev_out[...] = (delta @ W.T) * D_prev

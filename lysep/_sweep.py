@@ -1,0 +1,315 @@
+"""Orchestration of Algorithm 1 (MATH.md §4) and of the gradient-descent baseline.
+
+Python decides which block moves and whether its candidate is kept; every block is one
+call into a backend (``lysep._backend``: compiled kernels or the NumPy reference).
+Notation: hidden layers i = 0..m-1 hold Z[i], A[i] = sigma(Z[i]) and the residual
+R[i] = Z[i] - A[i-1] W[i] - b[i] (A[-1] = X); W[m], b[m] is the output layer.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._activations import ACTIVATION_CODES, LIPSCHITZ
+
+
+@dataclass(frozen=True)
+class LineSearch:
+    """Constants of the monotone backtracking (MATH.md §4, paper §3.2).
+
+    A trial step is ``eta / L`` with ``L`` a curvature estimate of the block, starting
+    from the row's previously accepted ``eta`` times ``grow`` (capped at ``eta_max``),
+    shrunk by ``shrink`` until the Armijo test with constant ``armijo`` passes, at most
+    ``max_backtracks`` times; a row (or block) with no acceptable step keeps its value.
+    """
+    max_backtracks: int = 30
+    shrink: float = 0.5
+    armijo: float = 1e-4
+    grow: float = 2.0
+    eta_max: float = 1e4
+
+
+def _ssq(x):
+    v = x.ravel()
+    return float(np.dot(v, v))
+
+
+class _Workspace:
+    """Scratch arrays reused across blocks and sweeps, keyed by name and shape."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._arrays = {}
+
+    def __call__(self, name, shape):
+        key = (name, shape)
+        if key not in self._arrays:
+            self._arrays[key] = np.empty(shape, dtype=self.dtype)
+        return self._arrays[key]
+
+
+class Forward:
+    """The true network's forward pass (MATH.md §1) with reusable buffers."""
+
+    def __init__(self, backend, activation, dtype):
+        self.k = backend
+        self.kind = ACTIVATION_CODES[activation]
+        self.ws = _Workspace(dtype)
+
+    def logits(self, X, weights, biases, keep_derivatives=False):
+        """Return the logits; A[i] (and D[i] = sigma'(Z[i])) stay in self.A / self.D."""
+        N = X.shape[0]
+        self.A, self.D = [], []
+        prev = X
+        for i, (W, b) in enumerate(zip(weights, biases)):
+            Z = self.ws(f"Z{i}", (N, W.shape[1]))
+            self.k.affine(prev, W, b, Z)
+            if i == len(weights) - 1:
+                return Z
+            A = self.ws(f"A{i}", Z.shape)
+            D = self.ws(f"D{i}", Z.shape) if keep_derivatives else None
+            self.k.activation(Z, self.kind, A, D)
+            self.A.append(A)
+            self.D.append(D)
+            prev = A
+
+    def loss(self, X, y, weights, biases, P_out=None, keep_derivatives=False):
+        """Return (mean cross-entropy, accuracy) of the true network on (X, y)."""
+        G = self.logits(X, weights, biases, keep_derivatives)
+        ce, n_correct = self.k.softmax_ce(G, y, P_out)
+        return ce / X.shape[0], n_correct / X.shape[0]
+
+
+class LySepState:
+    """Auxiliary variables, caches and step memory of Algorithm 1 on one data set.
+
+    ``weights`` and ``biases`` are lists of arrays owned by the caller; the state
+    replaces their entries (never mutates them half-way) when a block is accepted.
+    """
+
+    def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
+                 per_sample=True, search=LineSearch()):
+        self.k, self.X, self.y = backend, X, y
+        self.W, self.b = weights, biases
+        self.kind = ACTIVATION_CODES[activation]
+        self.beta2 = LIPSCHITZ[activation] ** 2
+        self.m = m = len(weights) - 1
+        if m < 1:
+            raise ValueError("layer separation needs at least one hidden layer")
+        self.s = float(penalty_scale)
+        self.search = search
+        self.N = N = X.shape[0]
+        dtype = X.dtype
+        self.ws = _Workspace(dtype)
+        self.rcond_min = 1e4 * np.finfo(dtype).eps
+        # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
+        fwd = Forward(backend, activation, dtype)
+        G = fwd.logits(X, weights, biases)
+        self.ce, _ = backend.softmax_ce(G, y)
+        self.Z, self.A, self.R = [], [], []
+        prev = X
+        for i in range(m):
+            Z = np.empty((N, weights[i].shape[1]), dtype=dtype)
+            backend.affine(prev, weights[i], biases[i], Z)
+            A = np.empty_like(Z)
+            backend.activation(Z, self.kind, A)
+            self.Z.append(Z)
+            self.A.append(A)
+            self.R.append(np.zeros_like(Z))
+            prev = A
+        # candidate buffers: a block writes here and is swapped in when accepted
+        self.Z2 = [np.empty_like(Z) for Z in self.Z]
+        self.A2 = [np.empty_like(Z) for Z in self.Z]
+        self.R2 = [np.empty_like(Z) for Z in self.Z]
+        self.W2 = [np.empty_like(W) for W in weights]
+        self.b2 = [np.empty_like(b) for b in biases]
+        self.r = [0.0] * m
+        self.wn = [_ssq(W) for W in weights]
+        self.eta_out = 1.0
+        n_eta = N if per_sample else 1
+        self.eta_z = [np.ones(n_eta) for _ in range(m)]
+        self.J = self.objective()
+        self.stats = {}
+
+    # -- the layer separation loss J (MATH.md §3) --------------------------------
+    def omegas(self, wn=None):
+        """omega_i = s (2m/e) prod_{j>i} beta^2 ||W_j||_F^2 for the hidden residuals."""
+        wn = self.wn if wn is None else wn
+        out = [0.0] * self.m
+        prod = self.s * 2 * self.m / math.e
+        for i in range(self.m - 1, -1, -1):
+            prod *= self.beta2 * wn[i + 1]
+            out[i] = prod
+        return out
+
+    def objective(self, ce=None, r=None, wn=None):
+        """J = CE(G)/N + (1/N) sum_i omega_i ||R_i||^2 from cached components."""
+        ce = self.ce if ce is None else ce
+        r = self.r if r is None else r
+        om = self.omegas(wn)
+        return (ce + sum(o * ri for o, ri in zip(om, r))) / self.N
+
+    def bound_constant(self):
+        """C(s) = e max(1, 1/s): the true loss is at most C(s) J (Theorem B)."""
+        return math.e * max(1.0, 1.0 / self.s)
+
+    def ridge_lambda(self, i):
+        """lambda_i = beta^2 sum_{k<i} (prod_{j=k+1}^{i-1} beta^2 ||W_j||^2) ||R_k||^2."""
+        lam, prod = 0.0, 1.0
+        for k in range(i - 1, -1, -1):
+            lam += prod * self.r[k]
+            prod *= self.beta2 * self.wn[k]
+        return self.beta2 * lam
+
+    def _try(self, name, commit, ce=None, r=None, wn=None):
+        """Keep a block's candidate only if J does not rise (MATH.md §4 safeguard)."""
+        r_new = list(self.r)
+        wn_new = list(self.wn)
+        for i, v in (r or {}).items():
+            r_new[i] = v
+        for i, v in (wn or {}).items():
+            wn_new[i] = v
+        ce_new = self.ce if ce is None else ce
+        J_new = self.objective(ce_new, r_new, wn_new)
+        if J_new <= self.J:          # False for NaN: non-finite candidates are dropped
+            commit()
+            self.ce, self.r, self.wn, self.J = ce_new, r_new, wn_new, J_new
+            return True
+        self.stats["rejected_" + name] = self.stats.get("rejected_" + name, 0) + 1
+        return False
+
+    # -- one sweep from the output down (MATH.md §4) -----------------------------
+    def sweep(self):
+        """Run one sweep of Algorithm 1; return a dict of diagnostics."""
+        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0}
+        self._output_block()
+        self._last_hidden_block()
+        for i in range(self.m - 1, -1, -1):
+            self._ridge_block(i)
+            self._bias_block(i)
+            if i >= 1:
+                self._hidden_block(i - 1)
+        return self.stats
+
+    def _output_block(self):
+        k, m, sr, N = self.k, self.m, self.search, self.N
+        om = self.omegas()
+        mu = sum(o * ri for o, ri in zip(om, self.r)) / (N * self.wn[m])
+        A = self.A[m - 1]
+        lipschitz = 0.5 * (_ssq(A) / N + 1) + 2 * mu
+        W, b = self.W[m], self.b[m]
+        K = W.shape[1]
+        eta = min(self.eta_out * sr.grow, sr.eta_max)
+        accepted, self.eta_out, ce_new, _, _ = k.output_step(
+            A, self.y, W, b, mu, eta, lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
+            self.W2[m], self.b2[m], self.ws("G", (N, K)), self.ws("P", (N, K)),
+            self.ws("gW", W.shape), self.ws("gb", (K,)))
+        self.stats["eta_output"] = self.eta_out
+        if accepted:
+            self._try("output", lambda: self._swap_params(m), ce=ce_new,
+                      wn={m: _ssq(self.W2[m])})
+        else:
+            self.stats["failed_output"] = 1
+
+    def _last_hidden_block(self):
+        k, m, sr, N = self.k, self.m, self.search, self.N
+        i = m - 1
+        om = self.omegas()
+        lipschitz = 2 * om[i] + self.beta2 * self.wn[m]
+        shape = self.Z[i].shape
+        ce_new, r_new, n_failed, n_trials = k.z_last_step(
+            self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
+            om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
+            sr.grow, sr.eta_max, self.Z2[i], self.A2[i], self.R2[i],
+            self.ws("D", shape), self.ws("grad", shape), self.ws("P", (N, self.W[m].shape[1])))
+        self.stats["failed_rows"] += n_failed
+        self.stats["trials"] += n_trials
+        self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
+
+    def _ridge_block(self, i):
+        k = self.k
+        prev = self.A[i - 1] if i > 0 else self.X
+        lam = self.ridge_lambda(i)
+        n_in = prev.shape[1]
+        r_new, w_new, status = k.ridge_update(
+            prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i], self.R2[i],
+            self.ws("gram", (n_in, n_in)))
+        self.stats["fallbacks"] += status != 0
+
+        def commit():
+            self.W[i], self.W2[i] = self.W2[i], self.W[i]
+            self.R[i], self.R2[i] = self.R2[i], self.R[i]
+        self._try("ridge", commit, r={i: r_new}, wn={i: w_new})
+
+    def _bias_block(self, i):
+        r_new = self.k.bias_update(self.R[i], self.b[i], self.R2[i], self.b2[i])
+
+        def commit():
+            self.b[i], self.b2[i] = self.b2[i], self.b[i]
+            self.R[i], self.R2[i] = self.R2[i], self.R[i]
+        self._try("bias", commit, r={i: r_new})
+
+    def _hidden_block(self, j):
+        k, sr, i = self.k, self.search, j + 1
+        om = self.omegas()
+        lipschitz = 2 * (om[j] + om[i] * self.beta2 * self.wn[i])
+        shape, shape_next = self.Z[j].shape, self.Z[i].shape
+        r_j, r_i, n_failed, n_trials = k.z_hidden_step(
+            self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
+            self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
+            sr.eta_max, self.Z2[j], self.A2[j], self.R2[j], self.R2[i],
+            self.ws("D", shape), self.ws("grad", shape), self.ws("Zb", shape_next),
+            self.ws("Rc", shape_next))
+        self.stats["failed_rows"] += n_failed
+        self.stats["trials"] += n_trials
+
+        def commit():
+            self._swap_z(j)
+            self.R[i], self.R2[i] = self.R2[i], self.R[i]
+        self._try("z", commit, r={j: r_j, i: r_i})
+
+    def _swap_params(self, i):
+        self.W[i], self.W2[i] = self.W2[i], self.W[i]
+        self.b[i], self.b2[i] = self.b2[i], self.b[i]
+
+    def _swap_z(self, i):
+        self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]
+        self.A[i], self.A2[i] = self.A2[i], self.A[i]
+        self.R[i], self.R2[i] = self.R2[i], self.R[i]
+
+
+class GDState:
+    """Full-batch gradient descent by backpropagation (the CE-FNN baseline, MATH.md §7)."""
+
+    def __init__(self, backend, X, y, weights, biases, activation, learning_rate):
+        self.k, self.X, self.y = backend, X, y
+        self.W, self.b = weights, biases
+        self.lr = learning_rate
+        self.fwd = Forward(backend, activation, X.dtype)
+        self.ws = _Workspace(X.dtype)
+        self.N = X.shape[0]
+        self.P = self.ws("P", (self.N, weights[-1].shape[1]))
+
+    def forward(self):
+        """Loss and accuracy at the current parameters; keeps what backprop needs."""
+        return self.fwd.loss(self.X, self.y, self.W, self.b, self.P, keep_derivatives=True)
+
+    def update(self):
+        """One gradient step from the caches of the last forward()."""
+        k, W, b, A, D = self.k, self.W, self.b, self.fwd.A, self.fwd.D
+        dtype = self.X.dtype.type
+        delta = self.ws(f"delta{len(W) - 1}", self.P.shape)
+        np.multiply(self.P, dtype(1.0 / self.N), out=delta)
+        lr = dtype(self.lr)
+        for i in range(len(W) - 1, -1, -1):
+            prev = A[i - 1] if i > 0 else self.X
+            gW, gb = self.ws(f"gW{i}", W[i].shape), self.ws(f"gb{i}", b[i].shape)
+            if i > 0:
+                delta_prev = self.ws(f"delta{i - 1}", prev.shape)
+                k.backprop_layer(delta, prev, W[i], gW, gb, D[i - 1], delta_prev)
+            else:
+                k.backprop_layer(delta, prev, W[i], gW, gb)
+            W[i] -= lr * gW
+            b[i] -= lr * gb
+            if i > 0:
+                delta = delta_prev
