@@ -1,0 +1,11 @@
+"""lysep: softmax cross-entropy classifiers trained by layer separation (LySep).
+
+The hot loops are compiled Cython kernels calling BLAS/LAPACK through scipy; see
+``MATH.md`` in the project for the method and its guarantee ``loss <= C(s) * J``.
+"""
+from ._fnn import FNNClassifier
+from .exceptions import ConvergenceWarning, NotFittedError, NumericalWarning
+
+__version__ = "0.1.0"
+__all__ = ["FNNClassifier", "ConvergenceWarning", "NotFittedError", "NumericalWarning",
+           "__version__"]

@@ -7,17 +7,17 @@ from types import SimpleNamespace
 from . import _reference
 from ._activation import activation
 from ._fnn_blocks import (affine, backprop_layer, bias_update, output_step, residual,
-                          ridge_update, z_hidden_step, z_last_step)
+                          ridge_update, squared_norm, z_hidden_step, z_last_step)
 from ._softmax import softmax_ce
 
 _NAMES = ("activation", "softmax_ce", "affine", "residual", "output_step", "z_last_step",
-          "z_hidden_step", "ridge_update", "bias_update", "backprop_layer")
+          "z_hidden_step", "ridge_update", "bias_update", "backprop_layer", "squared_norm")
 
 COMPILED = SimpleNamespace(
     name="compiled", activation=activation, softmax_ce=softmax_ce, affine=affine,
     residual=residual, output_step=output_step, z_last_step=z_last_step,
     z_hidden_step=z_hidden_step, ridge_update=ridge_update, bias_update=bias_update,
-    backprop_layer=backprop_layer)
+    backprop_layer=backprop_layer, squared_norm=squared_norm)
 
 REFERENCE = SimpleNamespace(name="reference",
                             **{name: getattr(_reference, name) for name in _NAMES})

@@ -45,6 +45,11 @@ def residual(Z, A_prev, W, b, R_out):
     return _ssq(R_out)
 
 
+def squared_norm(x):
+    """Return ||x||^2 in float64."""
+    return _ssq(x)
+
+
 def _ssq(x):
     x = np.asarray(x, dtype=np.float64).ravel()
     return float(x @ x)
@@ -177,10 +182,10 @@ def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschi
     return _ssq(R_out), _ssq(R_next_out), int(failed.size), n_trials
 
 
-def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram):
+def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2):
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
-    (Cholesky), or by least squares on the stacked system when the Gram matrix is ill
-    conditioned (reciprocal condition estimate below rcond_min).
+    (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
+    it is ill conditioned (reciprocal condition estimate below rcond_min).
     Returns (||R_out||^2, ||W_out||^2, status)."""
     N, n_in = A_prev.shape
     Zb = Z - b
@@ -192,12 +197,10 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram):
         W_out[...] = scipy.linalg.cho_solve((U, False), A_prev.T @ Zb)
         status = 0
     else:
-        A_st, B_st = A_prev, Zb
-        if lam > 0:
-            A_st = np.vstack([A_prev, np.sqrt(lam) * np.eye(n_in, dtype=A_prev.dtype)])
-            B_st = np.vstack([Zb, np.zeros((n_in, Zb.shape[1]), dtype=Zb.dtype)])
-        cutoff = max(A_st.shape) * np.finfo(A_prev.dtype).eps
-        W_out[...] = scipy.linalg.lstsq(A_st, B_st, cond=cutoff, lapack_driver="gelsd")[0]
+        w, Q = np.linalg.eigh(G)
+        keep = w > n_in * np.finfo(G.dtype).eps * w[-1]
+        inv = np.where(keep, 1 / np.where(keep, w, 1), 0).astype(G.dtype)
+        W_out[...] = Q @ (inv[:, None] * (Q.T @ (A_prev.T @ Zb)))
         status = 1
     R_out[...] = Zb - A_prev @ W_out
     return _ssq(R_out), _ssq(W_out), status

@@ -29,11 +29,6 @@ class LineSearch:
     eta_max: float = 1e4
 
 
-def _ssq(x):
-    v = x.ravel()
-    return float(np.dot(v, v))
-
-
 class _Workspace:
     """Scratch arrays reused across blocks and sweeps, keyed by name and shape."""
 
@@ -124,12 +119,15 @@ class LySepState:
         self.W2 = [np.empty_like(W) for W in weights]
         self.b2 = [np.empty_like(b) for b in biases]
         self.r = [0.0] * m
-        self.wn = [_ssq(W) for W in weights]
+        self.wn = [self._ssq(W) for W in weights]
         self.eta_out = 1.0
         n_eta = N if per_sample else 1
         self.eta_z = [np.ones(n_eta) for _ in range(m)]
         self.J = self.objective()
         self.stats = {}
+
+    def _ssq(self, x):
+        return self.k.squared_norm(x.reshape(-1))
 
     # -- the layer separation loss J (MATH.md §3) --------------------------------
     def omegas(self, wn=None):
@@ -196,7 +194,7 @@ class LySepState:
         om = self.omegas()
         mu = sum(o * ri for o, ri in zip(om, self.r)) / (N * self.wn[m])
         A = self.A[m - 1]
-        lipschitz = 0.5 * (_ssq(A) / N + 1) + 2 * mu
+        lipschitz = 0.5 * (self._ssq(A) / N + 1) + 2 * mu
         W, b = self.W[m], self.b[m]
         K = W.shape[1]
         eta = min(self.eta_out * sr.grow, sr.eta_max)
@@ -207,7 +205,7 @@ class LySepState:
         self.stats["eta_output"] = self.eta_out
         if accepted:
             self._try("output", lambda: self._swap_params(m), ce=ce_new,
-                      wn={m: _ssq(self.W2[m])})
+                      wn={m: self._ssq(self.W2[m])})
         else:
             self.stats["failed_output"] = 1
 
@@ -233,7 +231,7 @@ class LySepState:
         n_in = prev.shape[1]
         r_new, w_new, status = k.ridge_update(
             prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i], self.R2[i],
-            self.ws("gram", (n_in, n_in)))
+            self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)))
         self.stats["fallbacks"] += status != 0
 
         def commit():

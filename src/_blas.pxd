@@ -9,7 +9,7 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport (sgemm, dgemm, ssyrk, dsyrk, strsm, dtrsm,
                                        saxpy, daxpy, sdot, ddot, sscal, dscal)
 from scipy.linalg.cython_lapack cimport (spotrf, dpotrf, spocon, dpocon,
-                                         sgelsd, dgelsd)
+                                         ssyevd, dsyevd)
 
 
 cdef inline void gemm(char transa, char transb, int m, int n, int k,
@@ -90,15 +90,14 @@ cdef inline double pocon(char uplo, int n, const floating *a, int lda,
         return rc_d if info == 0 else -1.0
 
 
-cdef inline int gelsd(int m, int n, int nrhs, floating *a, int lda, floating *b, int ldb,
-                      floating *s, double rcond, int *rank, floating *work, int lwork,
-                      int *iwork) noexcept nogil:
-    """Minimum-norm least squares min ||A X - B|| by SVD (X overwrites B's top n rows);
-    lwork = -1 is a workspace query.  Returns LAPACK's info."""
+cdef inline int syevd(char jobz, char uplo, int n, floating *a, int lda,
+                      floating *w, floating *work, int lwork,
+                      int *iwork, int liwork) noexcept nogil:
+    """Eigen-decomposition of a symmetric matrix in place (eigenvalues ascending);
+    lwork = liwork = -1 is a workspace query.  Returns LAPACK's info."""
     cdef int info = 0
-    cdef float rc_s = <float>rcond
     if floating is float:
-        sgelsd(&m, &n, &nrhs, a, &lda, b, &ldb, s, &rc_s, rank, work, &lwork, iwork, &info)
+        ssyevd(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, &info)
     else:
-        dgelsd(&m, &n, &nrhs, a, &lda, b, &ldb, s, &rcond, rank, work, &lwork, iwork, &info)
+        dsyevd(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, &info)
     return info

@@ -2,7 +2,13 @@
 # value and its derivative in one pass (MATH.md §1).  Codes match
 # lysep._activations.ACTIVATION_CODES.
 from cython cimport floating
-from libc.math cimport tanh, tanhf, exp, expf, log1p, log1pf, fabs, fabsf
+from libc.math cimport exp, expf, log1p, log1pf, fabs, fabsf
+
+cdef extern from "_vecmath.h" nogil:
+    void lysep_tanh_d(Py_ssize_t n, const double *z, double *a, double *d)
+    void lysep_tanh_f(Py_ssize_t n, const float *z, float *a, float *d)
+    void lysep_sigmoid_d(Py_ssize_t n, const double *z, double *a, double *d)
+    void lysep_sigmoid_f(Py_ssize_t n, const float *z, float *a, float *d)
 
 cdef enum:
     TANH = 0
@@ -39,20 +45,15 @@ cdef inline void act_forward(int kind, Py_ssize_t n, const floating *z,
     cdef Py_ssize_t i
     cdef floating t
     if kind == TANH:
-        for i in range(n):
-            if floating is float:
-                t = tanhf(z[i])
-            else:
-                t = tanh(z[i])
-            a[i] = t
-            if d != NULL:
-                d[i] = 1 - t * t
+        if floating is float:
+            lysep_tanh_f(n, z, a, d)
+        else:
+            lysep_tanh_d(n, z, a, d)
     elif kind == SIGMOID:
-        for i in range(n):
-            t = _sigmoid(z[i])
-            a[i] = t
-            if d != NULL:
-                d[i] = t * (1 - t)
+        if floating is float:
+            lysep_sigmoid_f(n, z, a, d)
+        else:
+            lysep_sigmoid_d(n, z, a, d)
     elif kind == RELU:
         for i in range(n):
             t = z[i]

@@ -13,7 +13,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport fabs
 
-from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, gelsd
+from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, syevd
 from libc.math cimport sqrt
 from _elementwise cimport act_forward
 from _cross_entropy cimport ce_row, ce_rows
@@ -445,68 +445,56 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
 
 # ---------------------------------------------------------------------------
 # step 3: closed-form W_l (ridge) and b_l
-cdef int _lstsq_stacked(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
-                        const floating *A, const floating *Zb, double lam,
-                        floating *W) noexcept nogil:
-    """W := minimum-norm least-squares solution of W [A, sqrt(lam) I] = [Zb, 0] in
-    MATH.md's orientation (gelsd on the transposed stacked system, cut-off
-    max(M, n_in)*eps on singular values).  Returns LAPACK's info (-1000: no memory)."""
-    cdef Py_ssize_t M = N + (n_in if lam > 0 else 0), i, j
-    cdef int info, rank, lwork, liwork_q
-    cdef floating wq
-    cdef double eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
-    cdef double rcond = (M if M > n_in else n_in) * eps
-    cdef floating root = <floating>sqrt(lam) if lam > 0 else 0
-    cdef floating *As = <floating *>malloc(M * n_in * sizeof(floating))
-    cdef floating *Bs = <floating *>malloc(M * n_out * sizeof(floating))
-    cdef floating *sv = <floating *>malloc(n_in * sizeof(floating))
+cdef int _pinv_solve(Py_ssize_t n_in, Py_ssize_t n_out, floating *G, floating *W) noexcept nogil:
+    """W := W pinv(G) for a symmetric positive semidefinite G (n_in x n_in, destroyed):
+    the minimum-norm solution of W G = RHS through G = Q diag(l) Q^T (syevd), with
+    eigenvalues below n_in*eps*max(l) treated as zero.  Returns LAPACK's info
+    (-1000: no memory)."""
+    cdef int info, lwork, liwork, iq
+    cdef Py_ssize_t i, j
+    cdef floating wq, tol
+    cdef floating eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
+    cdef floating *evals = <floating *>malloc(n_in * sizeof(floating))
+    cdef floating *T = <floating *>malloc(n_in * n_out * sizeof(floating))
     cdef floating *work = NULL
     cdef int *iwork = NULL
-    if As == NULL or Bs == NULL or sv == NULL:
-        free(As); free(Bs); free(sv)
-        return -1000
-    for j in range(n_in):                 # As (M x n_in, column-major) = [A^T; sqrt(lam) I]
-        for i in range(N):
-            As[j * M + i] = A[i * n_in + j]
-        for i in range(N, M):
-            As[j * M + i] = root if i - N == j else 0
-    for j in range(n_out):                # Bs (M x n_out) = [Zb^T; 0]
-        for i in range(N):
-            Bs[j * M + i] = Zb[i * n_out + j]
-        for i in range(N, M):
-            Bs[j * M + i] = 0
-    info = gelsd(<int>M, <int>n_in, <int>n_out, As, <int>M, Bs, <int>M, sv, rcond, &rank,
-                 &wq, -1, &liwork_q)
-    lwork = <int>wq + 1
-    work = <floating *>malloc(lwork * sizeof(floating))
-    iwork = <int *>malloc((liwork_q + 1) * sizeof(int))
-    if work == NULL or iwork == NULL:
-        info = -1000
-    else:
-        info = gelsd(<int>M, <int>n_in, <int>n_out, As, <int>M, Bs, <int>M, sv, rcond,
-                     &rank, work, lwork, iwork)
+    info = -1000
+    if evals != NULL and T != NULL:
+        info = syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, &wq, -1, &iq, -1)
+        lwork = <int>wq + 1
+        liwork = iq + 1
+        work = <floating *>malloc(lwork * sizeof(floating))
+        iwork = <int *>malloc(liwork * sizeof(int))
+        info = -1000 if work == NULL or iwork == NULL else \
+            syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, work, lwork, iwork, liwork)
     if info == 0:
+        # T := RHS Q, scale column j by 1/l_j (0 below the cut-off), W := T Q^T
+        gemm(c'N', c'N', <int>n_out, <int>n_in, <int>n_in, 1, W, <int>n_out, G, <int>n_in,
+             0, T, <int>n_out)
+        tol = n_in * eps * evals[n_in - 1]
         for j in range(n_in):
             for i in range(n_out):
-                W[j * n_out + i] = Bs[i * M + j]
-    free(As); free(Bs); free(sv); free(work); free(iwork)
+                T[j * n_out + i] = T[j * n_out + i] / evals[j] if evals[j] > tol else 0
+        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n_in, 1, T, <int>n_out, G, <int>n_in,
+             0, W, <int>n_out)
+    free(evals); free(T); free(work); free(iwork)
     return info
 
 
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  const floating[::1] b, double lam, double rcond_min,
                  floating[:, ::1] W_out, floating[:, ::1] R_out,
-                 floating[:, ::1] work_gram):
+                 floating[:, ::1] work_gram, floating[:, ::1] work_gram2):
     """W_out := argmin_W ||Z - b - A_prev W||^2 + lam ||W||^2 (paper's (3.10)).
 
     Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by syrk,
     Cholesky (potrf) and two triangular solves from the right (what posv does, for a
     right-hand side on the right).  If the factorisation fails or its reciprocal
-    condition number (pocon) is below rcond_min, the normal equations would lose too
-    much accuracy: fall back to the minimum-norm least-squares solution of the stacked
-    system W [A, sqrt(lam) I] = [Z - b, 0] by SVD (gelsd), which never squares the
-    condition number.  R_out := Z - b - A_prev W_out.
-    Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 least squares,
+    condition number (pocon) is below rcond_min, a plain solve would return huge
+    weights: fall back to the minimum-norm solution through the eigen-decomposition of
+    the Gram matrix (syevd), numerically zero eigenvalues discarded.  The sweep keeps the
+    result only if J does not rise.  R_out := Z - b - A_prev W_out.
+    Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 minimum-norm,
     -1 LAPACK failure (W_out then holds zeros).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
@@ -514,7 +502,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef double anorm = 0, colsum, rcond = -1, r_sum, w_sum
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
     _check(W_out, (n_in, n_out), "W_out"); _check(R_out, (N, n_out), "R_out")
-    _check(work_gram, (n_in, n_in), "work_gram")
+    _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
     if n_in == 0 or n_out == 0 or N == 0:
         raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
@@ -534,6 +522,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
             for i in range(n_in):
                 colsum += fabs(G[j * n_in + i] if i <= j else G[i * n_in + j])
             anorm = colsum if colsum > anorm else anorm
+        memcpy(&work_gram2[0, 0], G, n_in * n_in * sizeof(floating))
         info = potrf(c'U', <int>n_in, G, <int>n_in)
         if info == 0:
             work = <floating *>malloc(3 * n_in * sizeof(floating))
@@ -546,7 +535,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
             trsm(c'R', c'U', c'T', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
         else:
             status = 1
-            if _lstsq_stacked(N, n_in, n_out, &A_prev[0, 0], &R_out[0, 0], lam, W) != 0:
+            if _pinv_solve(n_in, n_out, &work_gram2[0, 0], W) != 0:
                 status = -1
                 for i in range(n_in * n_out):
                     W[i] = 0
@@ -620,3 +609,13 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
                  &delta[0, 0], <int>n_out, 0, dp, <int>n_in)
             for i in range(N * n_in):
                 dp[i] = dp[i] * D[i]
+
+
+def squared_norm(const floating[::1] x):
+    """Return ||x||^2 accumulated in double (flatten matrices with .reshape(-1))."""
+    cdef double s = 0
+    if x.shape[0] == 0:
+        return 0.0
+    with nogil:
+        s = _ssq(x.shape[0], &x[0])
+    return s

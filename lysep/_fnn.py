@@ -1,0 +1,282 @@
+"""FNNClassifier: a fully connected softmax classifier trained by layer separation
+(Algorithm 1, MATH.md §4) or by full-batch gradient descent (the CE-FNN baseline)."""
+import math
+import time
+import warnings
+
+import numpy as np
+from scipy.special import log_softmax
+
+from ._activations import ACTIVATION_CODES
+from ._backend import BACKENDS
+from ._base import BaseEstimator, ClassifierMixin
+from ._sweep import Forward, GDState, LineSearch, LySepState
+from ._validation import (check_choice, check_dtype, check_float, check_int,
+                          check_is_fitted, check_random_state, check_X, check_y)
+from .exceptions import ConvergenceWarning, NumericalWarning
+
+SOLVERS = ("lysep", "gd")
+Z_STEPS = ("per_sample", "shared")
+
+
+def init_parameters(layer_sizes, rng, dtype):
+    """Weights and biases uniform on [-1/sqrt(fan_in), 1/sqrt(fan_in)] (MATH.md §1;
+    PyTorch's default for Linear).  Drawn in float64, so float32 and float64 fits
+    from the same seed start at the same point."""
+    weights, biases = [], []
+    for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        bound = 1.0 / math.sqrt(n_in)
+        weights.append(rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype))
+        biases.append(rng.uniform(-bound, bound, n_out).astype(dtype))
+    return weights, biases
+
+
+class FNNClassifier(ClassifierMixin, BaseEstimator):
+    """Fully connected softmax cross-entropy classifier trained by layer separation.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(20, 20, 20)
+        Width of each hidden layer; ``solver="lysep"`` needs at least one.
+    activation : {"tanh", "sigmoid", "relu", "softplus"}, default="tanh"
+        Hidden activation.
+    solver : {"lysep", "gd"}, default="lysep"
+        ``"lysep"``: Algorithm 1 of MATH.md (one sweep of block updates per
+        iteration).  ``"gd"``: full-batch gradient descent by backpropagation with the
+        fixed step ``learning_rate_init`` (the paper's CE-FNN baseline).
+    max_iter : int, default=300
+        Number of sweeps (lysep) or gradient steps (gd).
+    learning_rate_init : float, default=0.1
+        Step size of ``solver="gd"``.
+    penalty_scale : float, default=0.01
+        The multiplier ``s`` on the penalty weights omega_l (MATH.md §3).  The true
+        loss is bounded by ``C(s) * J`` with ``C(s) = e * max(1, 1/s)``, available as
+        ``bound_constant_`` after fit.
+    z_step : {"per_sample", "shared"}, default="per_sample"
+        Line search on the auxiliary variables: one step size per sample (exact block
+        descent, MATH.md §4) or the paper's single shared step.
+    tol : float, default=0.0
+        Training stops when the optimised objective (J for lysep, the training loss
+        for gd) has not decreased by more than ``tol`` for ``n_iter_no_change``
+        consecutive iterations.
+    n_iter_no_change : int, default=10
+        See ``tol``.
+    dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+        Precision of the parameters and of every kernel.
+    random_state : None, int or numpy.random.Generator, default=None
+        Seeds the initialisation.
+    warm_start : bool, default=False
+        Continue from the previous fit's parameters (and, for lysep on the same data,
+        from its auxiliary variables and step sizes).
+    verbose : bool, default=False
+        Print one line per iteration.
+    backend : {"compiled", "reference"}, default="compiled"
+        The compiled kernels or the NumPy reference (slow; for testing).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coefs_ : list of ndarray
+        ``coefs_[i]`` has shape (n_in, n_out), as in scikit-learn's MLPClassifier.
+    intercepts_ : list of ndarray
+    n_features_in_ : int
+    n_iter_ : int
+    loss_curve_ : list of float
+        Training cross-entropy of the true network before training, then after each
+        iteration.
+    surrogate_curve_ : list of float or None
+        The layer separation loss J at the same points (``solver="lysep"``).
+    accuracy_curve_ : list of float
+        Training accuracy of the true network at the same points.
+    bound_constant_ : float
+        ``C(s)``: every entry of ``loss_curve_`` is at most ``C(s)`` times the entry of
+        ``surrogate_curve_`` (Theorem B of MATH.md).
+    loss_ : float
+        Final training cross-entropy.
+    """
+
+    def __init__(self, hidden_layer_sizes=(20, 20, 20), activation="tanh", solver="lysep", *,
+                 max_iter=300, learning_rate_init=0.1, penalty_scale=0.01,
+                 z_step="per_sample", tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 random_state=None, warm_start=False, verbose=False, backend="compiled"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.max_iter = max_iter
+        self.learning_rate_init = learning_rate_init
+        self.penalty_scale = penalty_scale
+        self.z_step = z_step
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.backend = backend
+
+    # -- validation --------------------------------------------------------------
+    def _validate_params(self):
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise ValueError("hidden_layer_sizes must be a tuple of positive integers, "
+                             f"got {self.hidden_layer_sizes!r}") from None
+        for s in sizes:
+            check_int(s, "each entry of hidden_layer_sizes", 1)
+        check_choice(self.solver, "solver", SOLVERS)
+        if self.solver == "lysep" and not sizes:
+            raise ValueError("solver='lysep' needs at least one hidden layer; "
+                             "set hidden_layer_sizes to e.g. (20,)")
+        check_choice(self.activation, "activation", ACTIVATION_CODES)
+        check_choice(self.z_step, "z_step", Z_STEPS)
+        check_choice(self.backend, "backend", BACKENDS)
+        check_int(self.max_iter, "max_iter", 1)
+        check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        check_float(self.learning_rate_init, "learning_rate_init", low=0)
+        check_float(self.penalty_scale, "penalty_scale", low=0)
+        check_float(self.tol, "tol", low=0, strict=False)
+        return tuple(int(s) for s in sizes), check_dtype(self.dtype)
+
+    # -- fitting -----------------------------------------------------------------
+    def fit(self, X, y):
+        """Train on X (n_samples, n_features) and labels y (any hashable type)."""
+        sizes, dtype = self._validate_params()
+        X = check_X(X, dtype)
+        classes, y_enc = check_y(y, X.shape[0])
+        backend = BACKENDS[self.backend]
+        continuing = self.warm_start and hasattr(self, "coefs_")
+        if continuing:
+            self._check_warm_start(X, classes, sizes, dtype)
+            weights = [np.array(W, dtype=dtype) for W in self.coefs_]
+            biases = [np.array(b, dtype=dtype) for b in self.intercepts_]
+        else:
+            self.classes_ = classes
+            self.n_features_in_ = X.shape[1]
+            rng = check_random_state(self.random_state)
+            weights, biases = init_parameters((X.shape[1], *sizes, classes.shape[0]), rng, dtype)
+            self.loss_curve_, self.accuracy_curve_ = [], []
+            self.surrogate_curve_ = [] if self.solver == "lysep" else None
+            self.n_iter_ = 0
+            self._state = None
+        self.bound_constant_ = math.e * max(1.0, 1.0 / self.penalty_scale) \
+            if self.solver == "lysep" else None
+        self._train(backend, X, y_enc, weights, biases, continuing)
+        return self
+
+    def _check_warm_start(self, X, classes, sizes, dtype):
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"warm_start: X has {X.shape[1]} features, the model has "
+                             f"{self.n_features_in_}")
+        if not np.array_equal(classes, self.classes_):
+            raise ValueError("warm_start: y has different classes than the previous fit")
+        if tuple(W.shape[1] for W in self.coefs_[:-1]) != sizes:
+            raise ValueError("warm_start: hidden_layer_sizes changed since the previous fit")
+
+    def _make_state(self, backend, X, y, weights, biases, continuing):
+        if self.solver == "gd":
+            return GDState(backend, X, y, weights, biases, self.activation,
+                           self.learning_rate_init)
+        old = getattr(self, "_state", None)
+        if (continuing and isinstance(old, LySepState) and old.X.shape == X.shape
+                and old.X.dtype == X.dtype and np.array_equal(old.X, X)
+                and np.array_equal(old.y, y) and old.s == self.penalty_scale):
+            return old                        # resume Z, step sizes and J exactly
+        return LySepState(backend, X, y, weights, biases, self.activation,
+                          self.penalty_scale, per_sample=self.z_step == "per_sample",
+                          search=LineSearch())
+
+    def _train(self, backend, X, y, weights, biases, continuing):
+        state = self._make_state(backend, X, y, weights, biases, continuing)
+        lysep = self.solver == "lysep"
+        fwd = Forward(backend, self.activation, X.dtype) if lysep else None
+        self._state = state if lysep else None
+
+        def measure():
+            if lysep:
+                loss, acc = fwd.loss(X, y, state.W, state.b)
+                return loss, acc, state.J
+            loss, acc = state.forward()
+            return loss, acc, None
+
+        def record(loss, acc, J):
+            self.loss_curve_.append(float(loss))
+            self.accuracy_curve_.append(float(acc))
+            if lysep:
+                self.surrogate_curve_.append(float(J))
+
+        def publish():
+            self.coefs_ = [W.copy() for W in state.W]
+            self.intercepts_ = [b.copy() for b in state.b]
+            self.loss_ = self.loss_curve_[-1]
+
+        loss, acc, J = measure()
+        if not self.loss_curve_ or not continuing or state is not getattr(self, "_state", None):
+            pass
+        if not (continuing and self.loss_curve_):
+            record(loss, acc, J)
+        best = J if lysep else loss
+        stall = 0
+        converged = False
+        publish()
+        t0 = time.perf_counter()
+        try:
+            for it in range(self.max_iter):
+                if lysep:
+                    state.sweep()
+                else:
+                    previous = [W.copy() for W in state.W], [b.copy() for b in state.b]
+                    state.update()
+                loss, acc, J = measure()
+                if not lysep and not np.isfinite(loss):
+                    state.W[:], state.b[:] = previous
+                    state.forward()
+                    warnings.warn(f"gradient descent produced a non-finite loss at iteration "
+                                  f"{self.n_iter_ + 1}; kept the last finite parameters. "
+                                  "Lower learning_rate_init.", NumericalWarning, stacklevel=3)
+                    break
+                record(loss, acc, J)
+                self.n_iter_ += 1
+                publish()
+                if self.verbose:
+                    extra = f", J = {J:.6f}" if lysep else ""
+                    print(f"Iteration {self.n_iter_}, loss = {loss:.6f}{extra}, "
+                          f"accuracy = {acc:.4f}, {time.perf_counter() - t0:.2f}s")
+                objective = J if lysep else loss
+                if objective < best - self.tol:
+                    best, stall = objective, 0
+                else:
+                    stall += 1
+                    if stall >= self.n_iter_no_change:
+                        converged = True
+                        break
+        except KeyboardInterrupt:
+            warnings.warn(f"training interrupted; the model keeps the parameters of "
+                          f"iteration {self.n_iter_}", UserWarning, stacklevel=3)
+            return
+        if not converged and it == self.max_iter - 1:
+            warnings.warn(f"{self.solver}: maximum iterations ({self.max_iter}) reached and "
+                          "the optimisation hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=3)
+
+    # -- prediction --------------------------------------------------------------
+    def _logits(self, X):
+        check_is_fitted(self)
+        dtype = self.coefs_[0].dtype.type
+        X = check_X(X, dtype, n_features=self.n_features_in_)
+        fwd = Forward(BACKENDS["compiled"], self.activation, X.dtype)
+        return fwd.logits(X, self.coefs_, self.intercepts_).copy()
+
+    def predict_log_proba(self, X):
+        """Log of the class probabilities, shape (n_samples, n_classes)."""
+        return log_softmax(self._logits(X), axis=1)
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the logits), shape (n_samples, n_classes)."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """Predicted class labels."""
+        return self.classes_[np.argmax(self._logits(X), axis=1)]

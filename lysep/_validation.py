@@ -1,0 +1,114 @@
+"""Input validation, done before any kernel runs (kernels trust their inputs)."""
+import numbers
+
+import numpy as np
+
+from .exceptions import NotFittedError
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+def check_dtype(dtype):
+    """Return np.float32 or np.float64, or raise naming the argument."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+    return dt.type
+
+
+def check_X(X, dtype, *, name="X", n_features=None):
+    """Return X as a C-contiguous 2-D float array of `dtype`, checked for finiteness."""
+    if hasattr(X, "__array__") and getattr(X, "dtype", None) is not None and \
+            np.asarray(X).dtype == object:
+        raise TypeError(f"{name} has dtype object; pass a numeric array "
+                        "(convert strings or mixed columns first)")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and other unconvertible input
+        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+    if arr.dtype == object or arr.dtype.kind in "USVaMm":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}; "
+                        "encode non-numeric features first")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} is complex; pass real-valued features")
+    if arr.ndim != 2:
+        hint = " (reshape a single feature with X.reshape(-1, 1))" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-dimensional (n_samples, n_features), "
+                         f"got {arr.ndim} dimension(s){hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least one is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features; at least one is required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model was fitted "
+                         f"with {n_features} features")
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity (or values too large for "
+                         f"{np.dtype(dtype).name}); remove or impute them before fitting")
+    return arr
+
+
+def check_y(y, n_samples):
+    """Return (classes, encoded labels as int64) for labels of any hashable type."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.ravel()
+    if arr.ndim != 1:
+        raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"X and y have inconsistent numbers of samples: "
+                         f"{n_samples} and {arr.shape[0]}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("y contains NaN or infinity")
+    if arr.dtype.kind == "c":
+        raise TypeError("y is complex; pass class labels")
+    try:
+        classes, encoded = np.unique(arr, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"y labels must be mutually comparable: {exc}") from None
+    if classes.shape[0] < 2:
+        raise ValueError(f"y has {classes.shape[0]} class(es); a classifier needs at "
+                         "least 2 distinct labels")
+    return classes, encoded.astype(np.int64)
+
+
+def check_is_fitted(estimator, attribute="coefs_"):
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet; "
+                             "call 'fit' with appropriate arguments first")
+
+
+def check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(value, name, *, low=None, strict=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_random_state(seed):
+    """None, an int or a numpy Generator -> a numpy Generator."""
+    if seed is None or isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, np.random.RandomState):
+        return np.random.default_rng(seed.randint(np.iinfo(np.int32).max))
+    raise ValueError(f"random_state must be None, an int or a numpy Generator, got {seed!r}")

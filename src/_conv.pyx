@@ -1,0 +1,477 @@
+# cython: language_level=3
+"""Convolution and pooling kernels (NHWC, im2col + BLAS) for CNN layers.
+
+Conventions
+-----------
+* Every array is C-contiguous; images/activations are NHWC, ``U`` has shape
+  ``(N, H, W, C)``.  All floating arguments of one call share one dtype
+  (float32 or float64, fused ``floating``); outputs ``*_out`` are allocated
+  by the caller in that dtype.
+* For a ``k x k`` kernel with stride ``s`` and zero padding ``p``:
+  ``Ho = (H + 2p - k)//s + 1``, ``Wo = (W + 2p - k)//s + 1``.
+  The patch matrix ``Phi`` has shape ``(N*Ho*Wo, k*k*C)`` with
+  row ``(n*Ho + i)*Wo + j`` and column ``(di*k + dj)*C + c`` holding
+  ``U[n, i*s - p + di, j*s - p + dj, c]`` (zero outside the image).
+* A conv kernel is ``Kmat`` of shape ``(k*k*C_in, C_out)``; the linear part
+  of the conv is ``Phi @ Kmat`` = NHWC ``(N, Ho, Wo, C_out)``.
+  BLAS is column-major, so a C-contiguous ``(r, c)`` array is passed as the
+  column-major ``c x r`` matrix: no copies, no transposes.
+* Write semantics: ``im2col`` overwrites its rows of ``Phi_out``;
+  ``col2im`` ADDS into ``dU_out`` (it never zeroes); ``conv_forward``,
+  ``conv_transpose``, ``conv_gram``, the poolings and their adjoints
+  overwrite their outputs completely.
+* ``maxpool`` records in ``argmax_out[n, i, j, c]`` the flat index
+  ``di*q + dj`` of the maximum inside its ``q x q`` window (first maximum in
+  row-major window order on ties).
+"""
+
+from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t
+from libc.limits cimport INT_MAX
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm, dsyrk, ssyrk
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------
+# Shape helpers (Python level, before any nogil section)
+# ----------------------------------------------------------------------------
+
+cdef Py_ssize_t _out_size(Py_ssize_t size, Py_ssize_t k, Py_ssize_t stride,
+                          Py_ssize_t pad, str what) except -1:
+    """Output length of a k-window with stride/pad over `size` input positions."""
+    if size + 2 * pad < k:
+        raise ValueError(
+            f"{what}={size} is too small for k={k} with pad={pad}")
+    return (size + 2 * pad - k) // stride + 1
+
+
+cdef int _check_geometry(Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad) except -1:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    return 0
+
+
+cdef int _check_int(Py_ssize_t v, str what) except -1:
+    if v > INT_MAX:
+        raise ValueError(f"{what}={v} exceeds the BLAS int range; use a smaller chunk")
+    return 0
+
+
+cdef int _check_shape(tuple got, tuple want, str name) except -1:
+    if got != want:
+        raise ValueError(f"{name} has shape {got}, expected {want}")
+    return 0
+
+
+cdef Py_ssize_t _check_chunk(Py_ssize_t chunk, Py_ssize_t N) except -1:
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return chunk if chunk < N else max(N, 1)
+
+
+# ----------------------------------------------------------------------------
+# nogil workers
+# ----------------------------------------------------------------------------
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int kdim,
+                       floating alpha, const floating* a, int lda,
+                       const floating* b, int ldb, floating beta,
+                       floating* c, int ldc) noexcept nogil:
+    """Column-major C := alpha op(A) op(B) + beta C (skipped when C is empty)."""
+    if m <= 0 or n <= 0:
+        return
+    if lda < 1: lda = 1
+    if ldb < 1: ldb = 1
+    if ldc < 1: ldc = 1
+    if floating is double:
+        dgemm(&transa, &transb, &m, &n, &kdim, &alpha, <double*>a, &lda,
+              <double*>b, &ldb, &beta, c, &ldc)
+    else:
+        sgemm(&transa, &transb, &m, &n, &kdim, &alpha, <float*>a, &lda,
+              <float*>b, &ldb, &beta, c, &ldc)
+
+
+cdef inline void _syrk(char uplo, char trans, int n, int kdim, floating alpha,
+                       const floating* a, int lda, floating beta,
+                       floating* c, int ldc) noexcept nogil:
+    """Column-major C := alpha A A^T + beta C on the `uplo` triangle."""
+    if n <= 0:
+        return
+    if lda < 1: lda = 1
+    if ldc < 1: ldc = 1
+    if floating is double:
+        dsyrk(&uplo, &trans, &n, &kdim, &alpha, <double*>a, &lda, &beta, c, &ldc)
+    else:
+        ssyrk(&uplo, &trans, &n, &kdim, &alpha, <float*>a, &lda, &beta, c, &ldc)
+
+
+cdef void _im2col(const floating* U, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                  Py_ssize_t k, Py_ssize_t s, Py_ssize_t p,
+                  Py_ssize_t Ho, Py_ssize_t Wo,
+                  Py_ssize_t n_start, Py_ssize_t n_stop,
+                  floating* Phi) noexcept nogil:
+    """Write the patch rows of samples [n_start, n_stop) into Phi (overwrite)."""
+    cdef Py_ssize_t kC = k * C, KK = k * k * C
+    cdef Py_ssize_t n, i, j, di, ii, jj0, lo, hi
+    cdef size_t fs = sizeof(floating)
+    cdef floating* row = Phi
+    cdef floating* dst
+    for n in range(n_start, n_stop):
+        for i in range(Ho):
+            for j in range(Wo):
+                # for fixed di, the k*C entries of the patch row are one
+                # contiguous run of U: columns jj0 .. jj0+k-1, all channels.
+                jj0 = j * s - p
+                lo = -jj0 if jj0 < 0 else 0
+                hi = W - jj0 if W - jj0 < k else k
+                for di in range(k):
+                    ii = i * s - p + di
+                    dst = row + di * kC
+                    if ii < 0 or ii >= H or lo >= hi:
+                        memset(dst, 0, kC * fs)
+                        continue
+                    if lo > 0:
+                        memset(dst, 0, lo * C * fs)
+                    memcpy(dst + lo * C, U + ((n * H + ii) * W + jj0 + lo) * C,
+                           (hi - lo) * C * fs)
+                    if hi < k:
+                        memset(dst + hi * C, 0, (k - hi) * C * fs)
+                row += KK
+
+
+cdef void _col2im(const floating* dPhi, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                  Py_ssize_t k, Py_ssize_t s, Py_ssize_t p,
+                  Py_ssize_t Ho, Py_ssize_t Wo,
+                  Py_ssize_t n_start, Py_ssize_t n_stop,
+                  floating* dU) noexcept nogil:
+    """dU[n_start:n_stop] += im2col^T dPhi (dPhi holds those samples' rows)."""
+    cdef Py_ssize_t kC = k * C, KK = k * k * C
+    cdef Py_ssize_t n, i, j, di, ii, jj0, lo, hi, t, L
+    cdef const floating* row = dPhi
+    cdef const floating* src
+    cdef floating* dst
+    for n in range(n_start, n_stop):
+        for i in range(Ho):
+            for j in range(Wo):
+                jj0 = j * s - p
+                lo = -jj0 if jj0 < 0 else 0
+                hi = W - jj0 if W - jj0 < k else k
+                if lo < hi:
+                    L = (hi - lo) * C
+                    for di in range(k):
+                        ii = i * s - p + di
+                        if ii < 0 or ii >= H:
+                            continue
+                        src = row + di * kC + lo * C
+                        dst = dU + ((n * H + ii) * W + jj0 + lo) * C
+                        for t in range(L):
+                            dst[t] += src[t]
+                row += KK
+
+
+# ----------------------------------------------------------------------------
+# Public kernels
+# ----------------------------------------------------------------------------
+
+def im2col(const floating[:, :, :, ::1] U, Py_ssize_t k, Py_ssize_t stride,
+           Py_ssize_t pad, floating[:, ::1] Phi_out, n_start=0, n_stop=None):
+    """Phi_out := patch rows of U[n_start:n_stop] (k x k, stride, zero pad); overwrites."""
+    cdef Py_ssize_t N = U.shape[0], H = U.shape[1], W = U.shape[2], C = U.shape[3]
+    _check_geometry(k, stride, pad)
+    cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "U height")
+    cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "U width")
+    cdef Py_ssize_t a = n_start, b = N if n_stop is None else n_stop
+    if not (0 <= a <= b <= N):
+        raise ValueError(f"n_start={a}, n_stop={b} must satisfy 0 <= n_start <= n_stop <= N={N}")
+    _check_shape((Phi_out.shape[0], Phi_out.shape[1]), ((b - a) * Ho * Wo, k * k * C), "Phi_out")
+    if b == a or k * k * C == 0:
+        return
+    with nogil:
+        _im2col(&U[0, 0, 0, 0], H, W, C, k, stride, pad, Ho, Wo, a, b,
+                &Phi_out[0, 0])
+
+
+def col2im(const floating[:, ::1] dPhi, Py_ssize_t k, Py_ssize_t stride,
+           Py_ssize_t pad, floating[:, :, :, ::1] dU_out, n_start=0, n_stop=None):
+    """dU_out[n_start:n_stop] += im2col^T(dPhi), the exact adjoint of im2col; does NOT zero dU_out."""
+    cdef Py_ssize_t N = dU_out.shape[0], H = dU_out.shape[1]
+    cdef Py_ssize_t W = dU_out.shape[2], C = dU_out.shape[3]
+    _check_geometry(k, stride, pad)
+    cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "dU_out height")
+    cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "dU_out width")
+    cdef Py_ssize_t a = n_start, b = N if n_stop is None else n_stop
+    if not (0 <= a <= b <= N):
+        raise ValueError(f"n_start={a}, n_stop={b} must satisfy 0 <= n_start <= n_stop <= N={N}")
+    _check_shape((dPhi.shape[0], dPhi.shape[1]), ((b - a) * Ho * Wo, k * k * C), "dPhi")
+    if b == a or k * k * C == 0:
+        return
+    with nogil:
+        _col2im(&dPhi[0, 0], H, W, C, k, stride, pad, Ho, Wo, a, b,
+                &dU_out[0, 0, 0, 0])
+
+
+def conv_forward(const floating[:, :, :, ::1] U, const floating[:, ::1] Kmat,
+                 const floating[::1] bias, Py_ssize_t k, Py_ssize_t stride,
+                 Py_ssize_t pad, floating[:, :, :, ::1] Z_out, Py_ssize_t chunk):
+    """Z_out := conv(U; Kmat) + bias, i.e. Phi(U) @ Kmat + bias, `chunk` samples per im2col/gemm."""
+    cdef Py_ssize_t N = U.shape[0], H = U.shape[1], W = U.shape[2], C = U.shape[3]
+    _check_geometry(k, stride, pad)
+    cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "U height")
+    cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "U width")
+    cdef Py_ssize_t KK = k * k * C, Co = Kmat.shape[1]
+    _check_shape((Kmat.shape[0], Kmat.shape[1]), (KK, Co), "Kmat")
+    _check_shape((bias.shape[0],), (Co,), "bias")
+    _check_shape((Z_out.shape[0], Z_out.shape[1], Z_out.shape[2], Z_out.shape[3]), (N, Ho, Wo, Co), "Z_out")
+    chunk = _check_chunk(chunk, N)
+    cdef Py_ssize_t P = Ho * Wo
+    _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
+    if N == 0 or Co == 0:
+        return
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] buf = np.empty((chunk * P, max(KK, 1)), dtype=dtype)
+    cdef Py_ssize_t n0, n1, r
+    cdef floating* Z = &Z_out[0, 0, 0, 0]
+    cdef const floating* b = &bias[0]
+    cdef const floating* Km = &Kmat[0, 0] if KK > 0 else NULL
+    with nogil:
+        for r in range(N * P):
+            memcpy(Z + r * Co, b, Co * sizeof(floating))
+        if KK > 0:
+            n0 = 0
+            while n0 < N:
+                n1 = n0 + chunk if n0 + chunk < N else N
+                _im2col(&U[0, 0, 0, 0], H, W, C, k, stride, pad, Ho, Wo,
+                        n0, n1, &buf[0, 0])
+                # column-major: Z^T (Co x m) += Kmat^T (Co x KK) @ Phi^T (KK x m)
+                _gemm(c'N', c'N', <int>Co, <int>((n1 - n0) * P), <int>KK,
+                      <floating>1.0, Km, <int>Co, &buf[0, 0], <int>KK,
+                      <floating>1.0, Z + n0 * P * Co, <int>Co)
+                n0 = n1
+
+
+def conv_transpose(const floating[:, :, :, ::1] dZ, const floating[:, ::1] Kmat,
+                   Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad,
+                   floating[:, :, :, ::1] dU_out, Py_ssize_t chunk):
+    """dU_out := C^T dZ = col2im(dZ @ Kmat^T), adjoint of the linear part of conv_forward; overwrites."""
+    cdef Py_ssize_t N = dU_out.shape[0], H = dU_out.shape[1]
+    cdef Py_ssize_t W = dU_out.shape[2], C = dU_out.shape[3]
+    _check_geometry(k, stride, pad)
+    cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "dU_out height")
+    cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "dU_out width")
+    cdef Py_ssize_t KK = k * k * C, Co = dZ.shape[3]
+    _check_shape((dZ.shape[0], dZ.shape[1], dZ.shape[2], dZ.shape[3]), (N, Ho, Wo, Co), "dZ")
+    _check_shape((Kmat.shape[0], Kmat.shape[1]), (KK, Co), "Kmat")
+    chunk = _check_chunk(chunk, N)
+    cdef Py_ssize_t P = Ho * Wo
+    _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
+    if N == 0 or H * W * C == 0:
+        return
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] buf = np.empty((chunk * P, max(KK, 1)), dtype=dtype)
+    cdef Py_ssize_t n0, n1
+    cdef floating* dU = &dU_out[0, 0, 0, 0]
+    cdef const floating* Km = &Kmat[0, 0] if Co > 0 else NULL
+    cdef const floating* dZp = &dZ[0, 0, 0, 0] if Co > 0 else NULL
+    with nogil:
+        memset(dU, 0, N * H * W * C * sizeof(floating))
+        if Co > 0:
+            n0 = 0
+            while n0 < N:
+                n1 = n0 + chunk if n0 + chunk < N else N
+                # column-major: dPhi^T (KK x m) = Kmat (KK x Co) @ dZ^T (Co x m)
+                _gemm(c'T', c'N', <int>KK, <int>((n1 - n0) * P), <int>Co,
+                      <floating>1.0, Km, <int>Co, dZp + n0 * P * Co, <int>Co,
+                      <floating>0.0, &buf[0, 0], <int>KK)
+                _col2im(&buf[0, 0], H, W, C, k, stride, pad, Ho, Wo, n0, n1, dU)
+                n0 = n1
+
+
+def conv_gram(const floating[:, :, :, ::1] U, const floating[:, :, :, ::1] Zb,
+              Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad,
+              floating[:, ::1] G_out, floating[:, ::1] RHS_out, Py_ssize_t chunk):
+    """G_out := Phi^T Phi (syrk per chunk, symmetrised) and RHS_out := Phi^T Zb, over `chunk`-sample patch blocks; overwrites."""
+    cdef Py_ssize_t N = U.shape[0], H = U.shape[1], W = U.shape[2], C = U.shape[3]
+    _check_geometry(k, stride, pad)
+    cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "U height")
+    cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "U width")
+    cdef Py_ssize_t KK = k * k * C, Co = Zb.shape[3]
+    _check_shape((Zb.shape[0], Zb.shape[1], Zb.shape[2], Zb.shape[3]), (N, Ho, Wo, Co), "Zb")
+    _check_shape((G_out.shape[0], G_out.shape[1]), (KK, KK), "G_out")
+    _check_shape((RHS_out.shape[0], RHS_out.shape[1]), (KK, Co), "RHS_out")
+    chunk = _check_chunk(chunk, N)
+    cdef Py_ssize_t P = Ho * Wo
+    _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
+    if KK == 0:
+        return
+    cdef floating* G = &G_out[0, 0]
+    cdef floating* R = &RHS_out[0, 0] if Co > 0 else NULL
+    if N == 0:
+        with nogil:
+            memset(G, 0, KK * KK * sizeof(floating))
+            if Co > 0:
+                memset(R, 0, KK * Co * sizeof(floating))
+        return
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] buf = np.empty((chunk * P, KK), dtype=dtype)
+    cdef const floating* Zp = &Zb[0, 0, 0, 0] if Co > 0 else NULL
+    cdef Py_ssize_t n0, n1, a, c
+    cdef floating beta
+    cdef int m
+    with nogil:
+        n0 = 0
+        while n0 < N:
+            n1 = n0 + chunk if n0 + chunk < N else N
+            m = <int>((n1 - n0) * P)
+            beta = 0.0 if n0 == 0 else 1.0
+            _im2col(&U[0, 0, 0, 0], H, W, C, k, stride, pad, Ho, Wo,
+                    n0, n1, &buf[0, 0])
+            # column-major: Phi^T is KK x m (lda = KK); G := Phi^T Phi, 'U'
+            # triangle in column-major = lower triangle of the C-order G.
+            _syrk(c'U', c'N', <int>KK, m, <floating>1.0, &buf[0, 0], <int>KK,
+                  beta, G, <int>KK)
+            # column-major: RHS^T (Co x KK) = Zb^T (Co x m) @ Phi (m x KK)
+            _gemm(c'N', c'T', <int>Co, <int>KK, m, <floating>1.0,
+                  Zp + n0 * P * Co, <int>Co, &buf[0, 0], <int>KK,
+                  beta, R, <int>Co)
+            n0 = n1
+        # symmetrise: copy the C-order lower triangle to the upper one
+        for a in range(KK):
+            for c in range(a + 1, KK):
+                G[a * KK + c] = G[c * KK + a]
+
+
+def avgpool(const floating[:, :, :, ::1] U, Py_ssize_t q, floating[:, :, :, ::1] V_out):
+    """V_out[n, i, j, c] := mean of U[n, i*q:(i+1)*q, j*q:(j+1)*q, c] (non-overlapping q x q average pooling)."""
+    cdef Py_ssize_t N = U.shape[0], H = U.shape[1], W = U.shape[2], C = U.shape[3]
+    if q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    if H % q or W % q:
+        raise ValueError(f"U spatial shape ({H}, {W}) is not divisible by q={q}")
+    cdef Py_ssize_t Ho = H // q, Wo = W // q
+    _check_shape((V_out.shape[0], V_out.shape[1], V_out.shape[2], V_out.shape[3]), (N, Ho, Wo, C), "V_out")
+    cdef Py_ssize_t n, i, j, di, dj, c
+    cdef floating inv = <floating>1.0 / <floating>(q * q)
+    cdef const floating* src
+    cdef floating* dst
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for n in range(N):
+            for i in range(Ho):
+                for j in range(Wo):
+                    dst = &V_out[n, i, j, 0]
+                    memset(dst, 0, C * sizeof(floating))
+                    for di in range(q):
+                        for dj in range(q):
+                            src = &U[n, i * q + di, j * q + dj, 0]
+                            for c in range(C):
+                                dst[c] += src[c]
+                    for c in range(C):
+                        dst[c] *= inv
+
+
+def avgpool_adjoint(const floating[:, :, :, ::1] dV, Py_ssize_t q,
+                    floating[:, :, :, ::1] dU_out):
+    """dU_out[n, i*q+di, j*q+dj, c] := dV[n, i, j, c] / q^2 (adjoint of avgpool); overwrites."""
+    cdef Py_ssize_t N = dU_out.shape[0], H = dU_out.shape[1]
+    cdef Py_ssize_t W = dU_out.shape[2], C = dU_out.shape[3]
+    if q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    if H % q or W % q:
+        raise ValueError(f"dU_out spatial shape ({H}, {W}) is not divisible by q={q}")
+    cdef Py_ssize_t Ho = H // q, Wo = W // q
+    _check_shape((dV.shape[0], dV.shape[1], dV.shape[2], dV.shape[3]), (N, Ho, Wo, C), "dV")
+    cdef Py_ssize_t n, i, j, di, dj, c
+    cdef floating inv = <floating>1.0 / <floating>(q * q)
+    cdef const floating* src
+    cdef floating* dst
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for n in range(N):
+            for i in range(Ho):
+                for j in range(Wo):
+                    src = &dV[n, i, j, 0]
+                    for di in range(q):
+                        for dj in range(q):
+                            dst = &dU_out[n, i * q + di, j * q + dj, 0]
+                            for c in range(C):
+                                dst[c] = src[c] * inv
+
+
+def maxpool(const floating[:, :, :, ::1] U, Py_ssize_t q, floating[:, :, :, ::1] V_out,
+            int64_t[:, :, :, ::1] argmax_out):
+    """V_out := max of each non-overlapping q x q window of U; argmax_out := di*q + dj of the (first) max in the window."""
+    cdef Py_ssize_t N = U.shape[0], H = U.shape[1], W = U.shape[2], C = U.shape[3]
+    if q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    if H % q or W % q:
+        raise ValueError(f"U spatial shape ({H}, {W}) is not divisible by q={q}")
+    cdef Py_ssize_t Ho = H // q, Wo = W // q
+    _check_shape((V_out.shape[0], V_out.shape[1], V_out.shape[2], V_out.shape[3]), (N, Ho, Wo, C), "V_out")
+    _check_shape((argmax_out.shape[0], argmax_out.shape[1], argmax_out.shape[2], argmax_out.shape[3]), (N, Ho, Wo, C), "argmax_out")
+    cdef Py_ssize_t n, i, j, di, dj, c
+    cdef const floating* src
+    cdef floating* dst
+    cdef int64_t* am
+    cdef int64_t w
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for n in range(N):
+            for i in range(Ho):
+                for j in range(Wo):
+                    dst = &V_out[n, i, j, 0]
+                    am = &argmax_out[n, i, j, 0]
+                    memcpy(dst, &U[n, i * q, j * q, 0], C * sizeof(floating))
+                    memset(am, 0, C * sizeof(int64_t))
+                    for di in range(q):
+                        for dj in range(q):
+                            if di == 0 and dj == 0:
+                                continue
+                            src = &U[n, i * q + di, j * q + dj, 0]
+                            w = di * q + dj
+                            for c in range(C):
+                                if src[c] > dst[c]:
+                                    dst[c] = src[c]
+                                    am[c] = w
+
+
+def maxpool_adjoint(const floating[:, :, :, ::1] dV, const int64_t[:, :, :, ::1] argmax,
+                    floating[:, :, :, ::1] dU_out):
+    """dU_out := scatter of dV to the argmax positions of each q x q window (adjoint of maxpool at fixed argmax); overwrites."""
+    cdef Py_ssize_t N = dU_out.shape[0], H = dU_out.shape[1]
+    cdef Py_ssize_t W = dU_out.shape[2], C = dU_out.shape[3]
+    cdef Py_ssize_t Ho = dV.shape[1], Wo = dV.shape[2]
+    if Ho < 1 or Wo < 1 or H % Ho or W % Wo or H // Ho != W // Wo:
+        raise ValueError(
+            f"dU_out spatial shape ({H}, {W}) is not a q-multiple of dV's ({Ho}, {Wo})")
+    cdef Py_ssize_t q = H // Ho
+    _check_shape((dV.shape[0], dV.shape[1], dV.shape[2], dV.shape[3]), (N, Ho, Wo, C), "dV")
+    _check_shape((argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3]), (N, Ho, Wo, C), "argmax")
+    cdef Py_ssize_t n, i, j, c, qq = q * q
+    cdef int64_t a
+    cdef int64_t bad = 0
+    cdef bint anybad = False
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        memset(&dU_out[0, 0, 0, 0], 0, N * H * W * C * sizeof(floating))
+        for n in range(N):
+            for i in range(Ho):
+                for j in range(Wo):
+                    for c in range(C):
+                        a = argmax[n, i, j, c]
+                        if a < 0 or a >= qq:
+                            bad = a
+                            anybad = True
+                            continue
+                        dU_out[n, i * q + a // q, j * q + a % q, c] = dV[n, i, j, c]
+    if anybad:
+        raise ValueError(f"argmax holds {bad}, outside the window range [0, {qq})")
