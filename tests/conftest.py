@@ -1,0 +1,64 @@
+"""Shared fixtures: small random problems and a from-scratch J (MATH.md §3) that
+trusts nothing cached by the sweep."""
+import math
+
+import numpy as np
+import pytest
+
+from lysep._activations import ACTIVATION_CODES, LIPSCHITZ, activation
+from lysep._fnn import init_parameters
+
+DTYPES = [np.float64, np.float32]
+# relative tolerances of compiled-vs-reference comparisons (STYLE.md)
+RTOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def make_problem(N=60, d=5, K=3, hidden=(6, 5, 4), dtype=np.float64, seed=0):
+    """Gaussian features, random labels, default initialisation (MATH.md §1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, d)).astype(dtype)
+    y = rng.integers(0, K, N).astype(np.int64)
+    W, b = init_parameters((d, *hidden, K), rng, dtype)
+    return X, y, W, b
+
+
+def sigma(Z, name):
+    A = np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES[name], A)
+    return A
+
+
+def cross_entropy(G, y):
+    """Mean softmax cross-entropy, max-shifted, in float64."""
+    G = G.astype(np.float64)
+    g = G - G.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(g).sum(axis=1)) - g[np.arange(len(y)), y]))
+
+
+def J_from_scratch(X, y, W, b, Z, name, s):
+    """J(theta, Z) = CE(G) + (1/N) sum_l omega_l ||R_l||^2, everything recomputed."""
+    W = [w.astype(np.float64) for w in W]
+    b = [v.astype(np.float64) for v in b]
+    Z = [z.astype(np.float64) for z in Z]
+    m, N = len(W) - 1, X.shape[0]
+    beta2 = LIPSCHITZ[name] ** 2
+    prev = X.astype(np.float64)
+    total = 0.0
+    for i in range(m):
+        R = Z[i] - prev @ W[i] - b[i]
+        omega = s * 2 * m / math.e * np.prod([beta2 * np.sum(W[j] ** 2) for j in range(i + 1, m + 1)])
+        total += omega * np.sum(R ** 2) / N
+        prev = sigma(Z[i], name)
+    return cross_entropy(prev @ W[m] + b[m], y) + total
+
+
+def true_loss(X, y, W, b, name):
+    prev = X.astype(np.float64)
+    for i in range(len(W) - 1):
+        prev = sigma(prev @ W[i].astype(np.float64) + b[i], name)
+    return cross_entropy(prev @ W[-1].astype(np.float64) + b[-1], y)
+
+
+@pytest.fixture(params=DTYPES, ids=["float64", "float32"])
+def dtype(request):
+    return request.param

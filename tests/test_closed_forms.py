@@ -1,0 +1,62 @@
+"""The closed-form blocks against brute force (MATH.md §4 step 3): the ridge W_l and the
+bias b_l minimise the full J over their block, computed from scratch."""
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from lysep._backend import COMPILED, REFERENCE
+from lysep._sweep import LySepState
+
+from conftest import J_from_scratch, make_problem
+
+
+def _state(backend, name="tanh", s=0.3):
+    X, y, W, b = make_problem(N=80, d=6, hidden=(5, 4, 4))
+    st = LySepState(backend, X, y, W, b, name, s)
+    for _ in range(2):
+        st.sweep()
+    return st
+
+
+def _J_of(st, name, i, which):
+    def J(x):
+        W = list(st.W)
+        b = list(st.b)
+        if which == "W":
+            W[i] = x.reshape(st.W[i].shape)
+        else:
+            b[i] = x
+        return J_from_scratch(st.X, st.y, W, b, st.Z, name, st.s)
+    return J
+
+
+@pytest.mark.parametrize("backend", [COMPILED, REFERENCE], ids=["compiled", "reference"])
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_ridge_update_is_the_minimiser_of_J(backend, i):
+    st = _state(backend)
+    lam = st.ridge_lambda(i)
+    assert (lam > 0) == (i > 0)                     # lambda_1 = 0 (MATH.md §4)
+    prev = st.A[i - 1] if i > 0 else st.X
+    W_new, R_new = np.empty_like(st.W[i]), np.empty_like(st.R[i])
+    n_in = prev.shape[1]
+    r, w, status = backend.ridge_update(prev, st.Z[i], st.b[i], lam, st.rcond_min, W_new, R_new,
+                                        np.empty((n_in, n_in)), np.empty((n_in, n_in)))
+    assert status == 0
+    J = _J_of(st, "tanh", i, "W")
+    best = minimize(J, st.W[i].ravel(), method="BFGS", options={"gtol": 1e-12, "maxiter": 5000})
+    assert J(W_new.ravel()) <= best.fun + 1e-12 * abs(best.fun)
+    np.testing.assert_allclose(W_new.ravel(), best.x, rtol=1e-4, atol=1e-6)
+    # the returned norms are those of the returned arrays
+    assert r == pytest.approx(np.sum(R_new ** 2), rel=1e-12)
+    assert w == pytest.approx(np.sum(W_new ** 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_bias_update_is_the_minimiser_of_J(i):
+    st = _state(COMPILED)
+    R_new, b_new = np.empty_like(st.R[i]), np.empty_like(st.b[i])
+    COMPILED.bias_update(st.R[i], st.b[i], R_new, b_new)
+    J = _J_of(st, "tanh", i, "b")
+    best = minimize(J, st.b[i], method="BFGS", options={"gtol": 1e-12})
+    assert J(b_new) <= best.fun + 1e-12 * abs(best.fun)
+    np.testing.assert_allclose(b_new, best.x, rtol=1e-5, atol=1e-7)

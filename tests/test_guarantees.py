@@ -1,0 +1,63 @@
+"""The guarantees of MATH.md §3-§4, asserted at every iteration: J is the layer
+separation loss recomputed from scratch, J never increases, J = L(F) after the forward
+initialisation, and the true loss is at most C(s) J (Theorem B)."""
+import math
+
+import numpy as np
+import pytest
+
+from lysep import FNNClassifier
+from lysep._backend import COMPILED, REFERENCE
+from lysep._sweep import LySepState
+from lysep.datasets import circle
+
+from conftest import J_from_scratch, make_problem, true_loss
+
+CASES = [("tanh", 0.01, True), ("tanh", 1.0, False), ("sigmoid", 0.1, True),
+         ("softplus", 10.0, True), ("relu", 1.0, False), ("relu", 0.05, True)]
+
+
+@pytest.mark.parametrize("name,s,per_sample", CASES)
+def test_bound_and_monotone_J_at_every_sweep(name, s, per_sample, dtype):
+    X, y, W, b = make_problem(N=120, hidden=(8, 7, 6, 5), dtype=dtype, seed=5)
+    st = LySepState(COMPILED, X, y, W, b, name, s, per_sample=per_sample)
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    C = math.e * max(1.0, 1.0 / s)
+    assert st.bound_constant() == C
+    loss0 = true_loss(X, y, st.W, st.b, name)
+    assert st.J == pytest.approx(loss0, rel=rtol)           # consistency: R = 0, J = L(F)
+    previous = st.J
+    for _ in range(20):
+        st.sweep()
+        assert st.J <= previous                             # exact: safeguarded blocks
+        J = J_from_scratch(X, y, st.W, st.b, st.Z, name, s)
+        assert st.J == pytest.approx(J, rel=rtol, abs=1e-12)
+        assert true_loss(X, y, st.W, st.b, name) <= C * J   # Theorem B, from scratch
+        previous = st.J
+    assert st.J < 0.98 * loss0                              # and it really moved
+
+
+def test_reference_backend_keeps_the_guarantees():
+    X, y, W, b = make_problem(N=60, seed=6)
+    st = LySepState(REFERENCE, X, y, W, b, "tanh", 0.01)
+    previous = st.J
+    for _ in range(5):
+        st.sweep()
+        assert st.J <= previous
+        assert true_loss(X, y, st.W, st.b, "tanh") <= math.e * 100 * st.J
+        previous = st.J
+
+
+@pytest.mark.parametrize("z_step", ["per_sample", "shared"])
+def test_estimator_curves_satisfy_the_bound(z_step):
+    X, y = circle(400, random_state=1)
+    clf = FNNClassifier((10,) * 6, max_iter=30, penalty_scale=0.05, z_step=z_step,
+                        random_state=0).fit(X, y)
+    loss = np.array(clf.loss_curve_)
+    J = np.array(clf.surrogate_curve_)
+    assert len(loss) == len(J) == len(clf.accuracy_curve_) == clf.n_iter_ + 1 == 31
+    assert clf.bound_constant_ == pytest.approx(math.e * 20)
+    assert np.all(loss <= clf.bound_constant_ * J)
+    assert np.all(np.diff(J) <= 0)
+    assert J[0] == pytest.approx(loss[0], rel=1e-12)
+    assert loss[-1] < 0.5 * loss[0]

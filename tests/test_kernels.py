@@ -1,0 +1,244 @@
+"""Every compiled kernel against its NumPy reference, both dtypes (STYLE.md rule 5)."""
+import numpy as np
+import pytest
+
+from lysep import _fnn_blocks, _reference
+from lysep._activation import activation
+from lysep._activations import ACTIVATION_CODES
+from lysep._softmax import softmax_ce
+
+from conftest import RTOL
+
+rng = np.random.default_rng(42)
+
+
+def close(a, b, dtype, scale=None):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(b).max(), 1.0) if scale is None else scale
+    np.testing.assert_allclose(a, b, rtol=0, atol=RTOL[dtype] * scale * 10)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_activation_matches_reference(name, dtype):
+    Z = (rng.normal(size=(37, 11)) * 4).astype(dtype)
+    Z[0, :4] = [0.0, 30.0, -30.0, 0.6249]          # saturation and the tanh branch point
+    A, D = np.empty_like(Z), np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES[name], A, D)
+    A_ref, D_ref = np.empty_like(Z), np.empty_like(Z)
+    _reference.activation(Z, ACTIVATION_CODES[name], A_ref, D_ref)
+    close(A, A_ref, dtype)
+    close(D, D_ref, dtype)
+    assert A.dtype == dtype
+
+
+def test_tanh_is_accurate_to_a_few_ulp():
+    Z = np.concatenate([np.linspace(-20, 20, 200001), np.geomspace(1e-300, 1, 1000)])
+    Z = Z.reshape(-1, 1).copy()
+    A = np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES["tanh"], A)
+    exact = np.tanh(Z)
+    ulp = np.abs(A - exact) / np.spacing(np.maximum(np.abs(exact), 1e-300))
+    assert ulp.max() <= 4
+
+
+def test_softmax_ce_is_stable_and_matches_reference(dtype):
+    G = (rng.normal(size=(50, 4)) * 3).astype(dtype)
+    G[0] = [1e4, -1e4, 0, 5]                        # logits of magnitude 1e4
+    y = rng.integers(0, 4, 50)
+    P, P_ref = np.empty_like(G), np.empty_like(G)
+    loss, hits = softmax_ce(G, y, P)
+    loss_ref, hits_ref = _reference.softmax_ce(G, y, P_ref)
+    assert np.isfinite(loss) and np.isfinite(P).all()
+    assert hits == hits_ref == int((G.argmax(1) == y).sum())
+    close(loss, loss_ref, dtype)
+    close(P, P_ref, dtype)
+    np.testing.assert_allclose(P.sum(axis=1), 0, atol=10 * RTOL[dtype])
+
+
+def test_softmax_ce_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match="outside"):
+        softmax_ce(np.zeros((2, 3)), np.array([0, 3]))
+
+
+def _inputs(dtype, N=40, n=5, n2=4, K=3):
+    f = lambda *s: rng.normal(size=s).astype(dtype)
+    return dict(Z=f(N, n), R=f(N, n) * 0.3, Rn=f(N, n2) * 0.3, W=f(n, n2), Wk=f(n, K),
+                b=f(n2), bk=f(K), y=rng.integers(0, K, N))
+
+
+def test_affine_and_residual(dtype):
+    d = _inputs(dtype)
+    A = np.tanh(d["Z"])
+    Z1, Z2 = np.empty((40, 4), dtype), np.empty((40, 4), dtype)
+    _fnn_blocks.affine(A, d["W"], d["b"], Z1)
+    _reference.affine(A, d["W"], d["b"], Z2)
+    close(Z1, Z2, dtype)
+    R1, R2 = np.empty_like(Z1), np.empty_like(Z1)
+    s1 = _fnn_blocks.residual(d["Rn"], A, d["W"], d["b"], R1)
+    s2 = _reference.residual(d["Rn"], A, d["W"], d["b"], R2)
+    close(R1, R2, dtype)
+    close(s1, s2, dtype)
+
+
+def _run_z_last(backend, d, eta, dtype):
+    N, n, K = d["Z"].shape[0], d["Z"].shape[1], d["Wk"].shape[1]
+    A = np.tanh(d["Z"]).astype(dtype)
+    outs = [np.zeros((N, n), dtype) for _ in range(3)]
+    work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype), np.zeros((N, K), dtype)]
+    res = backend.z_last_step(d["Z"], A, d["R"], d["Wk"], d["bk"], d["y"], 0, 0.7, eta, 3.0,
+                              30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+    return res, outs, eta
+
+
+def _run_z_hidden(backend, d, eta, dtype):
+    N, n, n2 = d["Z"].shape[0], d["Z"].shape[1], d["W"].shape[1]
+    A = np.tanh(d["Z"]).astype(dtype)
+    outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
+    work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
+            np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
+    res = backend.z_hidden_step(d["Z"], A, d["R"], d["Rn"], d["W"], 0, 0.7, 0.4, eta, 3.0,
+                                30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+    return res, outs, eta
+
+
+@pytest.mark.parametrize("run", [_run_z_last, _run_z_hidden], ids=["last", "hidden"])
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_steps_match_reference(run, per_sample, dtype):
+    d = _inputs(dtype)
+    n_eta = 40 if per_sample else 1
+    res_c, outs_c, eta_c = run(_fnn_blocks, d, np.ones(n_eta), dtype)
+    res_r, outs_r, eta_r = run(_reference, d, np.ones(n_eta), dtype)
+    close(res_c[:2], res_r[:2], dtype)
+    assert res_c[2:] == res_r[2:]                 # same failed rows and trial count
+    for a, b in zip(outs_c, outs_r):
+        close(a, b, dtype)
+    np.testing.assert_array_equal(eta_c, eta_r)
+    assert res_c[3] >= 1
+
+
+def _row_objectives(which, d, Z, R):
+    """The row objectives f_i of the two Z blocks, from scratch in float64."""
+    A = np.tanh(Z)
+    if which == "last":
+        G = A @ d["Wk"] + d["bk"]
+        g = G - G.max(axis=1, keepdims=True)
+        ce = np.log(np.exp(g).sum(axis=1)) - g[np.arange(len(g)), d["y"]]
+        return ce + 0.7 * np.sum(R ** 2, axis=1)
+    Zb = d["Rn"] + np.tanh(d["Z"]) @ d["W"]
+    return 0.7 * np.sum(R ** 2, axis=1) + 0.4 * np.sum((Zb - A @ d["W"]) ** 2, axis=1)
+
+
+@pytest.mark.parametrize("which", ["last", "hidden"])
+def test_z_step_decreases_every_row(which):
+    """Per-sample search is exact block descent: no row objective rises, most fall."""
+    d = _inputs(np.float64, N=200)
+    run = _run_z_last if which == "last" else _run_z_hidden
+    _, outs, _ = run(_fnn_blocks, d, np.ones(200), np.float64)
+    Z_new, R_new = outs[0], outs[2]
+    np.testing.assert_allclose(R_new - d["R"], Z_new - d["Z"], atol=1e-14)  # R moves with Z
+    before = _row_objectives(which, d, d["Z"], d["R"])
+    after = _row_objectives(which, d, Z_new, R_new)
+    assert np.all(after <= before + 1e-12 * np.abs(before))
+    assert np.sum(after < before - 1e-9) > 150
+
+
+def test_ridge_matches_reference(dtype):
+    d = _inputs(dtype, N=80)
+    A = np.tanh(d["Z"]).astype(dtype)
+    for lam in (0.0, 0.5):
+        out = []
+        for backend in (_fnn_blocks, _reference):
+            W, R = np.zeros((5, 4), dtype), np.zeros((80, 4), dtype)
+            res = backend.ridge_update(A, d["Rn"], d["b"], lam, 1e4 * np.finfo(dtype).eps, W, R,
+                                       np.zeros((5, 5), dtype), np.zeros((5, 5), dtype))
+            out.append((res, W, R))
+        (rc, Wc, Rc), (rr, Wr, Rr) = out
+        assert rc[2] == rr[2] == 0
+        close(rc[:2], rr[:2], dtype)
+        close(Wc, Wr, dtype, scale=np.abs(Wr).max() * 100)
+        close(Rc, Rr, dtype)
+
+
+def test_ridge_singular_gram_uses_minimum_norm_solution(dtype):
+    """Duplicated columns and lam = 0: the Gram matrix is singular.  The fallback must
+    not crash and must return the minimum-norm least-squares solution."""
+    A0 = rng.normal(size=(50, 3))
+    A = np.hstack([A0, A0[:, :2]]).astype(dtype)        # rank 3, 5 columns
+    Z = rng.normal(size=(50, 2)).astype(dtype)
+    b = np.zeros(2, dtype)
+    for backend in (_fnn_blocks, _reference):
+        W, R = np.zeros((5, 2), dtype), np.zeros((50, 2), dtype)
+        r, w, status = backend.ridge_update(A, Z, b, 0.0, 1e4 * np.finfo(dtype).eps, W, R,
+                                            np.zeros((5, 5), dtype), np.zeros((5, 5), dtype))
+        assert status == 1
+        expected = np.linalg.pinv(A.astype(np.float64)) @ Z.astype(np.float64)
+        tol = 1e-8 if dtype == np.float64 else 2e-2
+        np.testing.assert_allclose(W, expected, atol=tol * np.abs(expected).max())
+        assert np.isfinite(r) and np.isfinite(w)
+
+
+def test_bias_update_matches_reference(dtype):
+    d = _inputs(dtype)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        R, b = np.zeros_like(d["R"]), np.zeros(5, dtype)
+        s = backend.bias_update(d["R"], d["Z"][0].copy(), R, b)
+        out.append((s, R, b))
+    close(out[0][0], out[1][0], dtype)
+    close(out[0][1], out[1][1], dtype)
+    close(out[0][2], out[1][2], dtype)
+    np.testing.assert_allclose(out[0][1].mean(axis=0), 0, atol=50 * RTOL[dtype])
+
+
+def test_output_step_matches_reference(dtype):
+    d = _inputs(dtype)
+    A = np.tanh(d["Z"]).astype(dtype)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        W, b = np.zeros((5, 3), dtype), np.zeros(3, dtype)
+        work = [np.zeros((40, 3), dtype), np.zeros((40, 3), dtype), np.zeros((5, 3), dtype),
+                np.zeros(3, dtype)]
+        res = backend.output_step(A, d["y"], d["Wk"], d["bk"], 0.05, 1.0, 2.0, 30, 0.5, 1e-4,
+                                  W, b, *work)
+        out.append((res, W, b))
+    assert out[0][0][0] == out[1][0][0] is True
+    close(out[0][0][1:4], out[1][0][1:4], dtype)
+    close(out[0][1], out[1][1], dtype)
+    close(out[0][2], out[1][2], dtype)
+
+
+def test_backprop_layer_matches_reference(dtype):
+    d = _inputs(dtype)
+    A = np.tanh(d["Z"]).astype(dtype)
+    D = (1 - A * A).astype(dtype)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        gW, gb, dp = np.zeros((5, 4), dtype), np.zeros(4, dtype), np.zeros((40, 5), dtype)
+        backend.backprop_layer(d["Rn"], A, d["W"], gW, gb, D, dp)
+        out.append((gW, gb, dp))
+    for a, b in zip(*out):
+        close(a, b, dtype)
+
+
+def test_squared_norm(dtype):
+    x = rng.normal(size=1000).astype(dtype)
+    close(_fnn_blocks.squared_norm(x), np.sum(x.astype(np.float64) ** 2), dtype)
+
+
+def test_kernels_accept_read_only_inputs():
+    d = _inputs(np.float64)
+    A = np.tanh(d["Z"])
+    for arr in (A, d["W"], d["b"]):
+        arr.setflags(write=False)
+    Z = np.empty((40, 4))
+    _fnn_blocks.affine(A, d["W"], d["b"], Z)
+    np.testing.assert_allclose(Z, A @ d["W"] + d["b"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["W", "b", "Z_out"])
+def test_kernels_check_shapes(bad):
+    A, W, b, Z = np.ones((4, 3)), np.ones((3, 2)), np.ones(2), np.empty((4, 2))
+    args = dict(A=A, W=W, b=b, Z_out=Z)
+    args[bad] = np.ones((5, 5)) if bad != "b" else np.ones(7)
+    with pytest.raises(ValueError, match=bad):
+        _fnn_blocks.affine(args["A"], args["W"], args["b"], args["Z_out"])
