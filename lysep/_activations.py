@@ -50,3 +50,16 @@ def activation(Z, kind, A_out, D_out=None):
         A_out[...] = np.maximum(Z, 0) + np.log1p(np.exp(-np.abs(Z)))
         if D_out is not None:
             D_out[...] = _sigmoid(Z)
+
+
+def derivative_from_value(A, kind):
+    """sigma'(z) computed from a = sigma(z) (see src/_elementwise.pxd)."""
+    name = _NAMES[kind]
+    one = A.dtype.type(1)
+    if name == "tanh":
+        return one - A * A
+    if name == "sigmoid":
+        return A * (one - A)
+    if name == "relu":
+        return (A > 0).astype(A.dtype)
+    return (-np.expm1(-A.astype(np.float64))).astype(A.dtype)

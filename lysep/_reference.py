@@ -10,7 +10,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from ._activations import activation  # noqa: F401  (part of the backend namespace)
+from ._activations import activation, derivative_from_value  # noqa: F401
 
 
 def softmax_ce(G, y, P_out=None):
@@ -134,8 +134,7 @@ def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, s
                 armijo, grow, eta_max, Z_out, A_out, R_out, work_D, work_grad, work_P):
     """Backtracking step on Z_m: rows f_i = CE(sigma(z) W + b, y_i) + omega ||r_i||^2."""
     dt = Z.dtype.type
-    D = np.empty_like(Z)
-    activation(Z, kind, np.empty_like(Z), D)
+    D = derivative_from_value(A, kind)
     ce_i, _, P = _ce_rows(A @ W + b, y)
     f0 = ce_i + omega * _row_ssq(R)
     g = (P @ W.T) * D + dt(2 * omega) * R
@@ -161,8 +160,7 @@ def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschi
     """Backtracking step on a hidden Z: rows f_i = omega ||r_i||^2 + omega_next ||rn_i||^2,
     rn = zb - sigma(z) W_next with zb = R_next + A W_next fixed (paper's (3.12))."""
     dt = Z.dtype.type
-    D = np.empty_like(Z)
-    activation(Z, kind, np.empty_like(Z), D)
+    D = derivative_from_value(A, kind)
     Zb = R_next + A @ W_next
     f0 = omega * _row_ssq(R) + omega_next * _row_ssq(R_next)
     g = dt(2 * omega) * R - dt(2 * omega_next) * (D * (R_next @ W_next.T))

@@ -2,7 +2,7 @@
 # value and its derivative in one pass (MATH.md §1).  Codes match
 # lysep._activations.ACTIVATION_CODES.
 from cython cimport floating
-from libc.math cimport exp, expf, log1p, log1pf, fabs, fabsf
+from libc.math cimport exp, expf, expm1, log1p, log1pf, fabs, fabsf
 
 cdef extern from "_vecmath.h" nogil:
     void lysep_tanh_d(Py_ssize_t n, const double *z, double *a, double *d)
@@ -65,3 +65,22 @@ cdef inline void act_forward(int kind, Py_ssize_t n, const floating *z,
             a[i] = _softplus(z[i])
             if d != NULL:
                 d[i] = _sigmoid(z[i])
+
+
+cdef inline void act_derivative_from_value(int kind, Py_ssize_t n, const floating *a,
+                                           floating *d) noexcept nogil:
+    """d := sigma'(z) computed from a = sigma(z): 1 - a^2 (tanh), a (1 - a) (sigmoid),
+    [a > 0] (relu), -expm1(-a) (softplus, whose derivative is 1 - exp(-softplus))."""
+    cdef Py_ssize_t i
+    if kind == TANH:
+        for i in range(n):
+            d[i] = 1 - a[i] * a[i]
+    elif kind == SIGMOID:
+        for i in range(n):
+            d[i] = a[i] * (1 - a[i])
+    elif kind == RELU:
+        for i in range(n):
+            d[i] = 1 if a[i] > 0 else 0
+    else:
+        for i in range(n):
+            d[i] = <floating>(-expm1(-<double>a[i]))

@@ -15,7 +15,7 @@ from libc.math cimport fabs
 
 from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, syevd
 from libc.math cimport sqrt
-from _elementwise cimport act_forward
+from _elementwise cimport act_forward, act_derivative_from_value
 from _cross_entropy cimport ce_row, ce_rows
 
 
@@ -312,7 +312,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef floating two_omega = <floating>(2 * omega)
     with nogil:
         # row objectives and gradient sigma'(Z) * (W (P - Y)) + 2 omega R at the current Z
-        act_forward(kind, N * n, &Z[0, 0], &A_out[0, 0], Ac)
+        act_derivative_from_value(kind, N * n, &A[0, 0], Ac)
         _affine(N, n, K, &A[0, 0], &W[0, 0], &b[0], Gc)
         for i in range(N):
             ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
@@ -371,7 +371,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
-    cdef Py_ssize_t i, a, n_active, n_failed = 0
+    cdef Py_ssize_t i, j, a, n_active, n_failed = 0
     cdef int t, n_trials = 0
     cdef double r_sum, rn_sum
     cdef _Search s
@@ -395,7 +395,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef floating *Rc = &work_Rc[0, 0]
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
     with nogil:
-        act_forward(kind, N * n, &Z[0, 0], &A_out[0, 0], Ac)
+        act_derivative_from_value(kind, N * n, &A[0, 0], Ac)
         # zb = R_next + W_next sigma(Z): the fixed target of the next layer
         memcpy(Zb, &R_next[0, 0], N * n2 * sizeof(floating))
         gemm(c'N', c'N', <int>n2, <int>N, <int>n, 1, &W_next[0, 0], <int>n2, &A[0, 0], <int>n,
@@ -416,12 +416,12 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             n_trials += 1
             _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
                         &Z_out[0, 0], &R_out[0, 0], Ac)
-            for a in range(n_active):
-                memcpy(Rc + a * n2, Zb + s.active[a] * n2, n2 * sizeof(floating))
-            gemm(c'N', c'N', <int>n2, <int>n_active, <int>n, -1, &W_next[0, 0], <int>n2,
-                 Ac, <int>n, 1, Rc, <int>n2)
+            gemm(c'N', c'N', <int>n2, <int>n_active, <int>n, 1, &W_next[0, 0], <int>n2,
+                 Ac, <int>n, 0, Rc, <int>n2)
             for a in range(n_active):
                 i = s.active[a]
+                for j in range(n2):       # trial residual of the next layer: zb - W sigma(z)
+                    Rc[a * n2 + j] = Zb[i * n2 + j] - Rc[a * n2 + j]
                 s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rc + a * n2)
             _search_decide(&s, n_active)
             for a in range(n_active):

@@ -1,0 +1,89 @@
+/* Body of _vecmath.h, included once per instruction set with LYSEP_NAME(x) naming
+ * the variant (no include guard on purpose). */
+/* expm1(t) for t <= 0 (down to -708; below, -1).  Cody-Waite reduction t = n ln2 + r with
+ * |r| <= ln2/2, a degree-13 Taylor polynomial for expm1(r) (truncation < 3e-17 relative),
+ * then expm1(t) = 2^n expm1(r) + (2^n - 1).  Exact to a few ulp, also for tiny |t|, with
+ * no division and no branch, so gcc vectorises the loops that call it. */
+static inline double LYSEP_NAME(expm1_parts)(double t, double *scale_out)
+{
+    const double LOG2E = 1.4426950408889634073599;
+    const double C1 = 6.93145751953125E-1, C2 = 1.42860682030941723212E-6;
+    const double MAGIC = 6755399441055744.0;     /* 1.5 * 2^52: adding it rounds to an integer */
+    t = t < -708.0 ? -708.0 : t;
+    double k = LOG2E * t + MAGIC;                /* n = round(t / ln 2) sits in k's low bits */
+    double n = k - MAGIC;
+    int64_t kbits, mbits;
+    memcpy(&kbits, &k, sizeof k);
+    memcpy(&mbits, &MAGIC, sizeof k);
+    double r = (t - n * C1) - n * C2;
+    double p = 1.0 / 6227020800.0;               /* Horner on r/1! + r^2/2! + ... + r^13/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r * r + r;                           /* expm1(r) */
+    int64_t bits = (kbits - mbits + 1023) << 52;
+    memcpy(scale_out, &bits, sizeof bits);       /* 2^n */
+    return p;
+}
+
+static inline double LYSEP_NAME(expm1_neg)(double t)
+{
+    double scale, p = LYSEP_NAME(expm1_parts)(t, &scale);
+    return scale * p + (scale - 1.0);
+}
+
+/* exp(t) for t <= 0, from the same reduction: 2^n (1 + expm1(r)). */
+static inline double LYSEP_NAME(exp_neg)(double t)
+{
+    double scale, p = LYSEP_NAME(expm1_parts)(t, &scale);
+    return scale * p + scale;
+}
+
+/* tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), sign restored: one division, no
+ * cancellation for small |x| because expm1 is computed directly. */
+static inline double LYSEP_NAME(tanh)(double x)
+{
+    double ax = __builtin_fabs(x);
+    double em1 = LYSEP_NAME(expm1_neg)(-2.0 * ax);
+    double t = -em1 / (2.0 + em1);
+    return __builtin_copysign(t, x);
+}
+
+static inline double LYSEP_NAME(sigmoid)(double x)
+{
+    double e = LYSEP_NAME(exp_neg)(-__builtin_fabs(x));             /* e^{-|x|} in (0, 1] */
+    double inv = 1.0 / (1.0 + e);
+    return x >= 0 ? inv : e * inv;
+}
+
+static void LYSEP_NAME(tanh_d)(ptrdiff_t n, const double *z, double *a, double *d)
+{
+    for (ptrdiff_t i = 0; i < n; i++) a[i] = LYSEP_NAME(tanh)(z[i]);
+    if (d) for (ptrdiff_t i = 0; i < n; i++) d[i] = 1.0 - a[i] * a[i];
+}
+
+static void LYSEP_NAME(tanh_f)(ptrdiff_t n, const float *z, float *a, float *d)
+{
+    for (ptrdiff_t i = 0; i < n; i++) a[i] = (float)LYSEP_NAME(tanh)((double)z[i]);
+    if (d) for (ptrdiff_t i = 0; i < n; i++) d[i] = 1.0f - a[i] * a[i];
+}
+
+static void LYSEP_NAME(sigmoid_d)(ptrdiff_t n, const double *z, double *a, double *d)
+{
+    for (ptrdiff_t i = 0; i < n; i++) a[i] = LYSEP_NAME(sigmoid)(z[i]);
+    if (d) for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] * (1.0 - a[i]);
+}
+
+static void LYSEP_NAME(sigmoid_f)(ptrdiff_t n, const float *z, float *a, float *d)
+{
+    for (ptrdiff_t i = 0; i < n; i++) a[i] = (float)LYSEP_NAME(sigmoid)((double)z[i]);
+    if (d) for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] * (1.0f - a[i]);
+}
