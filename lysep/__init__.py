@@ -4,8 +4,9 @@ The hot loops are compiled Cython kernels calling BLAS/LAPACK through scipy; see
 ``MATH.md`` in the project for the method and its guarantee ``loss <= C(s) * J``.
 """
 from ._fnn import FNNClassifier
+from ._persistence import load
 from .exceptions import ConvergenceWarning, NotFittedError, NumericalWarning
 
 __version__ = "0.1.0"
-__all__ = ["FNNClassifier", "ConvergenceWarning", "NotFittedError", "NumericalWarning",
+__all__ = ["FNNClassifier", "load", "ConvergenceWarning", "NotFittedError", "NumericalWarning",
            "__version__"]

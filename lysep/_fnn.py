@@ -32,6 +32,40 @@ def init_parameters(layer_sizes, rng, dtype):
     return weights, biases
 
 
+def _feature_names(X):
+    """Column names of a DataFrame-like X when they are all strings (else None)."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if len(names) and all(isinstance(c, str) for c in names):
+        return names
+    return None
+
+
+def _stratified_split(y, fraction, rng):
+    """Indices (train, validation): `fraction` of every class, at least one sample each."""
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = max(1, int(round(fraction * idx.size))) if idx.size > 1 else 0
+        val.append(idx[:k])
+        train.append(idx[k:])
+    train, val = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    if val.size == 0:
+        raise ValueError("early_stopping needs at least two samples of some class; "
+                         "turn early_stopping off for such small data")
+    return train, val
+
+
+def _append(curves, loss, acc, J):
+    loss_curve, accuracy_curve, surrogate_curve = curves
+    loss_curve.append(float(loss))
+    accuracy_curve.append(float(acc))
+    if surrogate_curve is not None:
+        surrogate_curve.append(float(J))
+
+
 class FNNClassifier(ClassifierMixin, BaseEstimator):
     """Fully connected softmax cross-entropy classifier trained by layer separation.
 
@@ -71,6 +105,16 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         from its auxiliary variables and step sizes).
     verbose : bool, default=False
         Print one line per iteration.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), stop when its
+        accuracy has not improved by more than ``tol`` for ``n_iter_no_change``
+        iterations, and keep the parameters with the best validation accuracy.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping`` is on.
+    callback : callable or None, default=None
+        Called after every iteration with a dict (iteration, loss, accuracy, surrogate,
+        validation_score, time and the sweep's diagnostics: step sizes, failed rows,
+        rejected blocks, per-block seconds); returning True stops training.
     n_threads : int, default=1
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own
         default (all cores).  One thread is fastest for narrow layers and safe when
@@ -104,8 +148,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(20, 20, 20), activation="tanh", solver="lysep", *,
                  max_iter=300, learning_rate_init=0.1, penalty_scale=0.01,
                  z_step="per_sample", tol=0.0, n_iter_no_change=10, dtype=np.float64,
-                 random_state=None, warm_start=False, verbose=False, n_threads=1,
-                 backend="compiled"):
+                 random_state=None, warm_start=False, verbose=False, early_stopping=False,
+                 validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -119,6 +163,9 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.callback = callback
         self.n_threads = n_threads
         self.backend = backend
 
@@ -146,6 +193,13 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         check_float(self.learning_rate_init, "learning_rate_init", low=0)
         check_float(self.penalty_scale, "penalty_scale", low=0)
         check_float(self.tol, "tol", low=0, strict=False)
+        if self.early_stopping:
+            check_float(self.validation_fraction, "validation_fraction", low=0)
+            if self.validation_fraction >= 1:
+                raise ValueError("validation_fraction must be in (0, 1), got "
+                                 f"{self.validation_fraction!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(f"callback must be callable or None, got {self.callback!r}")
         if self.n_threads != -1:
             check_int(self.n_threads, "n_threads (or -1 for the BLAS default)", 1)
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)
@@ -154,10 +208,12 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and labels y (any hashable type)."""
         sizes, dtype = self._validate_params()
+        feature_names = _feature_names(X)
         X = check_X(X, dtype)
         classes, y_enc = check_y(y, X.shape[0])
         backend = BACKENDS[self.backend]
         continuing = self.warm_start and hasattr(self, "coefs_")
+        rng = check_random_state(self.random_state)
         if continuing:
             self._check_warm_start(X, classes, sizes, dtype)
             weights = [np.array(W, dtype=dtype) for W in self.coefs_]
@@ -165,16 +221,26 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.classes_ = classes
             self.n_features_in_ = X.shape[1]
-            rng = check_random_state(self.random_state)
             weights, biases = init_parameters((X.shape[1], *sizes, classes.shape[0]), rng, dtype)
             self.loss_curve_, self.accuracy_curve_ = [], []
             self.surrogate_curve_ = [] if self.solver == "lysep" else None
             self.n_iter_ = 0
             self._state = None
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        elif hasattr(self, "feature_names_in_") and not continuing:
+            del self.feature_names_in_
+        validation = None
+        self.validation_scores_ = None
+        if self.early_stopping:
+            train, val = _stratified_split(y_enc, self.validation_fraction, rng)
+            validation = (X[val], y_enc[val])
+            X, y_enc = X[train], y_enc[train]
+            self.validation_scores_ = []
         self.bound_constant_ = math.e * max(1.0, 1.0 / self.penalty_scale) \
             if self.solver == "lysep" else None
         with blas_threads(self.n_threads):
-            self._train(backend, X, y_enc, weights, biases, continuing)
+            self._train(backend, X, y_enc, weights, biases, continuing, validation)
         return self
 
     def _check_warm_start(self, X, classes, sizes, dtype):
@@ -199,11 +265,12 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                           self.penalty_scale, per_sample=self.z_step == "per_sample",
                           search=LineSearch())
 
-    def _train(self, backend, X, y, weights, biases, continuing):
+    def _train(self, backend, X, y, weights, biases, continuing, validation=None):
         state = self._make_state(backend, X, y, weights, biases, continuing)
         lysep = self.solver == "lysep"
-        fwd = Forward(backend, self.activation, X.dtype) if lysep else None
+        fwd = Forward(backend, self.activation, X.dtype)
         self._state = state if lysep else None
+        curves = (self.loss_curve_, self.accuracy_curve_, self.surrogate_curve_)
 
         def measure():
             if lysep:
@@ -212,63 +279,110 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             loss, acc = state.forward()
             return loss, acc, None
 
-        def record(loss, acc, J):
-            self.loss_curve_.append(float(loss))
-            self.accuracy_curve_.append(float(acc))
-            if lysep:
-                self.surrogate_curve_.append(float(J))
+        def validation_score():
+            if validation is None:
+                return None
+            return fwd.loss(validation[0], validation[1], state.W, state.b)[1]
 
-        def publish():
-            self.coefs_ = [W.copy() for W in state.W]
-            self.intercepts_ = [b.copy() for b in state.b]
-            self.loss_ = self.loss_curve_[-1]
+        def publish(n_iter):
+            # one dict update: an interrupt never leaves the attributes out of step
+            self.__dict__.update(coefs_=[W.copy() for W in state.W],
+                                 intercepts_=[b.copy() for b in state.b],
+                                 loss_=self.loss_curve_[-1], n_iter_=n_iter)
 
         loss, acc, J = measure()
         if not (continuing and self.loss_curve_):
-            record(loss, acc, J)
+            _append(curves, loss, acc, J)
+        publish(self.n_iter_)
         best = J if lysep else loss
-        stall = 0
-        converged = False
-        publish()
+        best_val, best_params = -np.inf, None
+        stall = stall_zero = stall_val = 0
+        stop = None
         t0 = time.perf_counter()
         try:
-            for it in range(self.max_iter):
+            for _ in range(self.max_iter):
                 if lysep:
-                    state.sweep()
+                    J_before = state.J
+                    stats = state.sweep()
                 else:
                     previous = [W.copy() for W in state.W], [b.copy() for b in state.b]
                     state.update()
+                    stats = {}
                 loss, acc, J = measure()
-                if not lysep and not np.isfinite(loss):
-                    state.W[:], state.b[:] = previous
-                    state.forward()
-                    warnings.warn(f"gradient descent produced a non-finite loss at iteration "
-                                  f"{self.n_iter_ + 1}; kept the last finite parameters. "
-                                  "Lower learning_rate_init.", NumericalWarning, stacklevel=3)
+                if not np.isfinite(loss):
+                    if not lysep:
+                        state.W[:], state.b[:] = previous
+                        state.forward()
+                    stop = "non-finite"
                     break
-                record(loss, acc, J)
-                self.n_iter_ += 1
-                publish()
+                _append(curves, loss, acc, J)
+                publish(self.n_iter_ + 1)
+                val = validation_score()
+                if val is not None:
+                    self.validation_scores_.append(float(val))
+                    if val > best_val + self.tol:
+                        best_val, stall_val = val, 0
+                        best_params = self.coefs_, self.intercepts_
+                    else:
+                        stall_val += 1
+                record = dict(iteration=self.n_iter_, loss=float(loss), accuracy=float(acc),
+                              surrogate=None if J is None else float(J),
+                              validation_score=val, time=time.perf_counter() - t0, **stats)
                 if self.verbose:
                     extra = f", J = {J:.6f}" if lysep else ""
                     print(f"Iteration {self.n_iter_}, loss = {loss:.6f}{extra}, "
-                          f"accuracy = {acc:.4f}, {time.perf_counter() - t0:.2f}s")
+                          f"accuracy = {acc:.4f}, {record['time']:.2f}s")
+                if self.callback is not None and self.callback(record):
+                    stop = "callback"
+                    break
+                if val is not None:
+                    if stall_val >= self.n_iter_no_change:
+                        stop = "early_stopping"
+                        break
+                    continue
                 objective = J if lysep else loss
+                stall_zero = stall_zero + 1 if lysep and J >= J_before else 0
+                if stall_zero >= self.n_iter_no_change:
+                    stop = "stalled"
+                    break
                 if objective < best - self.tol:
                     best, stall = objective, 0
                 else:
                     stall += 1
                     if stall >= self.n_iter_no_change:
-                        converged = True
+                        stop = "converged"
                         break
         except KeyboardInterrupt:
+            for curve in curves:                 # drop a half-recorded iteration
+                if curve is not None:
+                    del curve[self.n_iter_ + 1:]
+            self._state = None                   # a sweep may have been cut short
             warnings.warn(f"training interrupted; the model keeps the parameters of "
                           f"iteration {self.n_iter_}", UserWarning, stacklevel=3)
             return
-        if not converged and it == self.max_iter - 1:
+        finally:
+            if validation is not None and best_params is not None:
+                self.coefs_, self.intercepts_ = best_params
+                self.best_validation_score_ = float(best_val)
+        if stop == "non-finite":
+            warnings.warn(f"{self.solver}: the training loss became non-finite at iteration "
+                          f"{self.n_iter_ + 1}; kept the last finite parameters. "
+                          + ("Lower learning_rate_init." if not lysep else
+                             "Scale the features or use float64."),
+                          NumericalWarning, stacklevel=3)
+        elif stop == "stalled":
+            warnings.warn(f"lysep: no block decreased J in {self.n_iter_no_change} consecutive "
+                          "sweeps (line searches found no decrease); training stopped.",
+                          NumericalWarning, stacklevel=3)
+        elif stop is None:
             warnings.warn(f"{self.solver}: maximum iterations ({self.max_iter}) reached and "
                           "the optimisation hasn't converged yet.", ConvergenceWarning,
                           stacklevel=3)
+
+    def save(self, path):
+        """Write the fitted model to `path` (npz + JSON metadata; see ``lysep.load``)."""
+        from ._persistence import save
+        return save(self, path)
 
     # -- prediction --------------------------------------------------------------
     def _logits(self, X):

@@ -6,6 +6,7 @@ Notation: hidden layers i = 0..m-1 hold Z[i], A[i] = sigma(Z[i]) and the residua
 R[i] = Z[i] - A[i-1] W[i] - b[i] (A[-1] = X); W[m], b[m] is the output layer.
 """
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,14 +181,21 @@ class LySepState:
     def sweep(self):
         """Run one sweep of Algorithm 1; return a dict of diagnostics."""
         self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0}
-        self._output_block()
-        self._last_hidden_block()
+        self._timed("output", self._output_block)
+        self._timed("z", self._last_hidden_block)
         for i in range(self.m - 1, -1, -1):
-            self._ridge_block(i)
-            self._bias_block(i)
+            self._timed("ridge", self._ridge_block, i)
+            self._timed("bias", self._bias_block, i)
             if i >= 1:
-                self._hidden_block(i - 1)
+                self._timed("z", self._hidden_block, i - 1)
         return self.stats
+
+    def _timed(self, name, block, *args):
+        """Run a block, adding its wall time to stats['seconds_<name>'] (profiling)."""
+        t0 = time.perf_counter()
+        block(*args)
+        key = "seconds_" + name
+        self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
 
     def _output_block(self):
         k, m, sr, N = self.k, self.m, self.search, self.N

@@ -220,3 +220,102 @@ def test_accepts_lists_ints_fortran_and_read_only(data):
         np.testing.assert_array_equal(clf.coefs_[0], ref.coefs_[0])
     Xi = (X * 10).astype(np.int64)
     assert small().fit(Xi, y).predict(Xi).shape == (300,)
+
+
+def test_callback_sees_every_iteration_and_can_stop(data):
+    X, y = data
+    seen = []
+
+    def callback(record):
+        seen.append(record)
+        return record["iteration"] == 4
+
+    clf = small(max_iter=50, callback=callback).fit(X, y)
+    assert clf.n_iter_ == 4 and [r["iteration"] for r in seen] == [1, 2, 3, 4]
+    last = seen[-1]
+    assert last["loss"] == clf.loss_curve_[-1] and last["surrogate"] == clf.surrogate_curve_[-1]
+    assert last["accuracy"] == clf.accuracy_curve_[-1]
+    assert last["seconds_z"] > 0 and last["seconds_ridge"] > 0 and "eta_output" in last
+
+
+@pytest.mark.parametrize("solver", ["lysep", "gd"])
+def test_keyboard_interrupt_keeps_a_usable_model(data, solver):
+    X, y = data
+
+    def interrupt(record):
+        if record["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted; the model keeps the parameters of iteration 3"):
+        clf = small(solver=solver, max_iter=50, callback=interrupt).fit(X, y)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 4
+    ref = small(solver=solver, max_iter=3).fit(X, y)
+    for W1, W2 in zip(clf.coefs_, ref.coefs_):
+        np.testing.assert_array_equal(W1, W2)
+    assert clf.score(X, y) == ref.score(X, y)
+
+
+def test_early_stopping_restores_the_best_validation_weights(data):
+    X, y = data
+    clf = small(max_iter=60, early_stopping=True, validation_fraction=0.2,
+                n_iter_no_change=3).fit(X, y)
+    scores = clf.validation_scores_
+    assert len(scores) == clf.n_iter_ and clf.n_iter_ < 60
+    assert clf.best_validation_score_ == max(scores)
+    best = int(np.argmax(scores))                 # first best iteration (strict improvement)
+    assert clf.n_iter_ - 1 - best == 3           # stopped after 3 without improvement
+    with pytest.raises(ValueError, match="validation_fraction"):
+        small(early_stopping=True, validation_fraction=1.5).fit(X, y)
+
+
+def test_feature_names_from_dataframe_like(data):
+    X, y = data
+
+    class Frame:                                   # the two things sklearn reads
+        columns = ["x0", "x1"]
+
+        def __array__(self, dtype=None, copy=None):
+            return X if dtype is None else X.astype(dtype)
+
+    clf = small().fit(Frame(), y)
+    np.testing.assert_array_equal(clf.feature_names_in_, ["x0", "x1"])
+
+
+def test_save_load_round_trip_in_a_new_process(data, tmp_path):
+    import subprocess
+    import sys
+
+    import lysep
+    X, y = data
+    labels = np.array(["out", "in"])[y]
+    clf = small(dtype=np.float32).fit(X, labels)
+    path = clf.save(tmp_path / "model.npz")
+    again = lysep.load(path)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))
+    assert again.get_params()["hidden_layer_sizes"] == (8, 8)
+    assert again.loss_curve_ == clf.loss_curve_ and again.n_iter_ == clf.n_iter_
+    np.save(tmp_path / "X.npy", X)
+    code = ("import numpy as np, lysep, sys; m = lysep.load(sys.argv[1]); "
+            "np.save(sys.argv[3], m.predict_proba(np.load(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "X.npy"),
+                    str(tmp_path / "P.npy")], check=True, cwd=tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "P.npy"), clf.predict_proba(X))
+
+
+def test_load_rejects_other_files_and_versions(tmp_path):
+    import json
+
+    import lysep
+    np.savez(tmp_path / "other.npz", a=np.ones(3))
+    with pytest.raises(ValueError, match="not a lysep model"):
+        lysep.load(tmp_path / "other.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not a lysep model"):
+        lysep.load(tmp_path / "text.npz")
+    meta = {"format": "lysep-model", "format_version": 99}
+    np.savez(tmp_path / "future.npz", metadata=np.array(json.dumps(meta)))
+    with pytest.raises(ValueError, match="format version 99; this lysep reads version 1"):
+        lysep.load(tmp_path / "future.npz")
+    with pytest.raises(NotFittedError):
+        small().save(tmp_path / "unfitted.npz")
