@@ -388,7 +388,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         dtype = self.coefs_[0].dtype.type
-        X = check_X(X, dtype, n_features=self.n_features_in_)
+        X = check_X(X, dtype, n_features=self.n_features_in_, estimator=type(self).__name__)
         fwd = Forward(BACKENDS["compiled"], self.activation, X.dtype)
         with blas_threads(self.n_threads):
             return fwd.logits(X, self.coefs_, self.intercepts_).copy()

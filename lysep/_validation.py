@@ -3,7 +3,9 @@ import numbers
 
 import numpy as np
 
-from .exceptions import NotFittedError
+import warnings
+
+from .exceptions import DataConversionWarning, NotFittedError, _with_sklearn
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -19,32 +21,40 @@ def check_dtype(dtype):
     return dt.type
 
 
-def check_X(X, dtype, *, name="X", n_features=None):
+def check_X(X, dtype, *, name="X", n_features=None, estimator="the model"):
     """Return X as a C-contiguous 2-D float array of `dtype`, checked for finiteness."""
-    if hasattr(X, "__array__") and getattr(X, "dtype", None) is not None and \
-            np.asarray(X).dtype == object:
-        raise TypeError(f"{name} has dtype object; pass a numeric array "
-                        "(convert strings or mixed columns first)")
+    if _is_sparse(X):
+        raise TypeError(f"Sparse data was passed for {name}; lysep needs dense data: "
+                        "convert with X.toarray()")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and other unconvertible input
         raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
-    if arr.dtype == object or arr.dtype.kind in "USVaMm":
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} is complex; pass real values")
+    if arr.dtype.kind in "USVaMm":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}; "
                         "encode non-numeric features first")
-    if arr.dtype.kind == "c":
-        raise TypeError(f"{name} is complex; pass real-valued features")
     if arr.ndim != 2:
-        hint = " (reshape a single feature with X.reshape(-1, 1))" if arr.ndim == 1 else ""
+        hint = (" Reshape your data either using X.reshape(-1, 1) if it has a single "
+                "feature or X.reshape(1, -1) if it is a single sample.") if arr.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-dimensional (n_samples, n_features), "
-                         f"got {arr.ndim} dimension(s){hint}")
+                         f"got {arr.ndim} dimension(s).{hint}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} has 0 samples; at least one is required")
+        raise ValueError(f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum "
+                         f"of 1 is required: {name} is empty")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features; at least one is required")
+        raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum "
+                         f"of 1 is required: {name} has no features")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but the model was fitted "
-                         f"with {n_features} features")
+        raise ValueError(f"X has {arr.shape[1]} features, but {estimator} is expecting "
+                         f"{n_features} features as input (the number it was fitted with)")
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name} has dtype object and could not be converted to numbers "
+                            f"({exc}); encode non-numeric features first") from None
     with np.errstate(over="ignore"):
         arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():
@@ -53,10 +63,23 @@ def check_X(X, dtype, *, name="X", n_features=None):
     return arr
 
 
+def _is_sparse(X):
+    try:
+        import scipy.sparse
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return scipy.sparse.issparse(X)
+
+
 def check_y(y, n_samples):
     """Return (classes, encoded labels as int64) for labels of any hashable type."""
+    if y is None:
+        raise ValueError("this estimator requires y to be passed, but the target y is None")
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it was "
+                      "raveled to shape (n_samples,).", _with_sklearn(DataConversionWarning),
+                      stacklevel=3)
         arr = arr.ravel()
     if arr.ndim != 1:
         raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {arr.shape}")
@@ -65,6 +88,9 @@ def check_y(y, n_samples):
                          f"{n_samples} and {arr.shape[0]}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError("y contains NaN or infinity")
+    if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
+        raise ValueError("Unknown label type: continuous. y holds non-integer floats: a "
+                         "classifier needs class labels")
     if arr.dtype.kind == "c":
         raise TypeError("y is complex; pass class labels")
     try:
@@ -79,7 +105,7 @@ def check_y(y, n_samples):
 
 def check_is_fitted(estimator, attribute="coefs_"):
     if not hasattr(estimator, attribute):
-        raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet; "
+        raise _with_sklearn(NotFittedError)(f"This {type(estimator).__name__} instance is not fitted yet; "
                              "call 'fit' with appropriate arguments first")
 
 

@@ -147,12 +147,13 @@ def test_verbose_prints(data, capsys):
 BAD_X = [
     (np.array([[np.nan, 1.0]] * 10), "NaN or infinity"),
     (np.array([[np.inf, 1.0]] * 10), "NaN or infinity"),
-    (np.ones(10), "2-dimensional"),
+    (np.ones(10), "Reshape your data"),
     (np.ones((10, 2, 1)), "2-dimensional"),
-    (np.empty((0, 2)), "0 samples"),
-    (np.empty((10, 0)), "0 features"),
+    (np.empty((0, 2)), "0 sample"),
+    (np.empty((10, 0)), "0 feature"),
     (np.array([["a", "b"]] * 10), "numeric"),
-    (np.ones((10, 2), dtype=complex), "complex"),
+    (np.ones((10, 2), dtype=complex), "Complex data not supported"),
+    (np.array([[{"a": 1}, 1.0]] * 10, dtype=object), "could not be converted"),
     (np.array([[1e300, 1.0]] * 10), "NaN or infinity"),      # overflows float32 only
 ]
 
@@ -170,6 +171,8 @@ def test_bad_X_is_rejected_with_a_clear_message(X, match):
     (np.arange(9) % 2, "inconsistent numbers of samples"),
     (np.ones((10, 2)), "1-dimensional"),
     (np.array([np.nan] + [0.0] * 9), "NaN"),
+    (np.linspace(0, 1, 10), "continuous"),
+    (None, "requires y to be passed"),
 ])
 def test_bad_y_is_rejected(y, match):
     with pytest.raises(ValueError, match=match):
@@ -203,7 +206,7 @@ def test_predict_checks(data):
     with pytest.raises(NotFittedError, match="not fitted"):
         small().predict(X)
     clf = small().fit(X, y)
-    with pytest.raises(ValueError, match="3 features, but the model was fitted with 2"):
+    with pytest.raises(ValueError, match="3 features, but FNNClassifier is expecting 2"):
         clf.predict(np.ones((4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         clf.predict_proba(np.array([[np.nan, 0.0]]))
@@ -319,3 +322,18 @@ def test_load_rejects_other_files_and_versions(tmp_path):
         lysep.load(tmp_path / "future.npz")
     with pytest.raises(NotFittedError):
         small().save(tmp_path / "unfitted.npz")
+
+
+def test_sparse_object_and_column_vector_inputs(data):
+    import scipy.sparse
+
+    from lysep.exceptions import DataConversionWarning
+    X, y = data
+    with pytest.raises(TypeError, match="Sparse data"):
+        small().fit(scipy.sparse.csr_matrix(X), y)
+    ref = small().fit(X, y)
+    obj = small().fit(X.astype(object), y)                 # numbers in an object array
+    np.testing.assert_array_equal(obj.coefs_[0], ref.coefs_[0])
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        col = small().fit(X, y.reshape(-1, 1))
+    np.testing.assert_array_equal(col.coefs_[0], ref.coefs_[0])
