@@ -5,8 +5,8 @@ The hot loops are compiled Cython kernels calling BLAS/LAPACK through scipy; see
 """
 from ._fnn import FNNClassifier
 from ._persistence import load
-from .exceptions import ConvergenceWarning, NotFittedError, NumericalWarning
+from .exceptions import ConvergenceWarning, NotFittedError, NumericalWarning, ScaleWarning
 
 __version__ = "0.1.0"
-__all__ = ["FNNClassifier", "load", "ConvergenceWarning", "NotFittedError", "NumericalWarning",
+__all__ = ["FNNClassifier", "load", "ConvergenceWarning", "NotFittedError", "NumericalWarning", "ScaleWarning",
            "__version__"]

@@ -12,8 +12,8 @@ from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
 from ._sweep import Forward, GDState, LineSearch, LySepState
 from ._threads import blas_threads
-from ._validation import (check_choice, check_dtype, check_float, check_int,
-                          check_is_fitted, check_random_state, check_X, check_y)
+from ._validation import (check_choice, check_dtype, check_feature_scale, check_float,
+                          check_int, check_is_fitted, check_random_state, check_X, check_y)
 from .exceptions import ConvergenceWarning, NumericalWarning
 
 SOLVERS = ("lysep", "gd")
@@ -211,6 +211,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         feature_names = _feature_names(X)
         X = check_X(X, dtype)
         classes, y_enc = check_y(y, X.shape[0])
+        check_feature_scale(X)
         backend = BACKENDS[self.backend]
         continuing = self.warm_start and hasattr(self, "coefs_")
         rng = check_random_state(self.random_state)

@@ -5,7 +5,7 @@ import numpy as np
 
 import warnings
 
-from .exceptions import DataConversionWarning, NotFittedError, _with_sklearn
+from .exceptions import DataConversionWarning, NotFittedError, ScaleWarning, _with_sklearn
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -138,3 +138,23 @@ def check_random_state(seed):
     if isinstance(seed, np.random.RandomState):
         return np.random.default_rng(seed.randint(np.iinfo(np.int32).max))
     raise ValueError(f"random_state must be None, an int or a numpy Generator, got {seed!r}")
+
+
+#: root-mean-square feature size above which fit() warns (see check_feature_scale)
+MAX_FEATURE_RMS = 100.0
+
+
+def check_feature_scale(X):
+    """Warn when a feature's root-mean-square exceeds MAX_FEATURE_RMS.
+
+    The default initialisation draws first-layer weights on +-1/sqrt(n_features), so
+    features of size 1e2 and more push every tanh/sigmoid unit into saturation, where
+    both solvers learn slowly (measured: 4 hidden layers of 20, circle data scaled by
+    1e6: 59% training accuracy after 40 sweeps against 99% standardised)."""
+    rms = np.sqrt(np.mean(np.square(X, dtype=np.float64), axis=0))
+    worst = float(rms.max())
+    if worst > MAX_FEATURE_RMS:
+        warnings.warn(f"X has features of magnitude up to {worst:.3g}; at that scale the "
+                      "hidden units saturate and training is slow. Standardise the features "
+                      "(e.g. sklearn.preprocessing.StandardScaler) before fitting.",
+                      ScaleWarning, stacklevel=3)

@@ -19,6 +19,10 @@ class NumericalWarning(RuntimeWarning):
     """Training met non-finite values or stalled line searches and stopped safely."""
 
 
+class ScaleWarning(UserWarning):
+    """The features are on a scale at which the default initialisation saturates."""
+
+
 class DataConversionWarning(UserWarning):
     """The input was converted (e.g. a column-vector y raveled)."""
 
