@@ -5,6 +5,7 @@ import time
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_softmax
 
 from ._activations import ACTIVATION_CODES
@@ -205,7 +206,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)
 
     # -- fitting -----------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "FNNClassifier":
         """Train on X (n_samples, n_features) and labels y (any hashable type)."""
         sizes, dtype = self._validate_params()
         feature_names = _feature_names(X)
@@ -380,7 +381,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                           "the optimisation hasn't converged yet.", ConvergenceWarning,
                           stacklevel=3)
 
-    def save(self, path):
+    def save(self, path) -> str:
         """Write the fitted model to `path` (npz + JSON metadata; see ``lysep.load``)."""
         from ._persistence import save
         return save(self, path)
@@ -394,15 +395,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         with blas_threads(self.n_threads):
             return fwd.logits(X, self.coefs_, self.intercepts_).copy()
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> NDArray[np.floating]:
         """Log of the class probabilities, shape (n_samples, n_classes)."""
         return log_softmax(self._logits(X), axis=1)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating]:
         """Class probabilities (softmax of the logits), shape (n_samples, n_classes)."""
         return np.exp(self.predict_log_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class labels."""
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]

@@ -32,7 +32,7 @@ def _json_param(name, value):
     return value
 
 
-def save(estimator, path):
+def save(estimator, path: "str | os.PathLike") -> str:
     """Write a fitted estimator to `path` (a .npz file); returns the path written."""
     from . import __version__
     check_is_fitted(estimator)
@@ -60,7 +60,7 @@ def save(estimator, path):
     return path
 
 
-def load(path):
+def load(path: "str | os.PathLike"):
     """Read a model written by ``save``; fails clearly on other files and versions."""
     from ._fnn import FNNClassifier
     try:

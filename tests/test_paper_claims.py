@@ -7,6 +7,8 @@ import pytest
 from lysep import ConvergenceWarning, FNNClassifier
 from lysep.datasets import circle
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def data():
