@@ -194,6 +194,13 @@ def test_bad_y_is_rejected(y, match):
     (dict(tol=-1.0), "tol"),
     (dict(n_iter_no_change=0), "n_iter_no_change"),
     (dict(random_state="seed"), "random_state"),
+    (dict(hidden_layer_sizes=(2.5,)), "hidden_layer_sizes"),
+    (dict(hidden_layer_sizes=(True,)), "hidden_layer_sizes"),
+    (dict(max_iter=2.0), "max_iter"),
+    (dict(n_threads=0), "n_threads"),
+    (dict(early_stopping=True, validation_fraction=0.0), "validation_fraction"),
+    (dict(callback="print"), "callback"),
+    (dict(backend="gpu"), "backend"),
 ])
 def test_bad_hyperparameters_are_rejected(data, params, match):
     X, y = data
@@ -210,6 +217,22 @@ def test_predict_checks(data):
         clf.predict(np.ones((4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         clf.predict_proba(np.array([[np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="Reshape your data"):
+        clf.predict(np.ones(2))
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.predict_proba(np.empty((0, 2)))
+
+
+def test_warm_start_rejects_changed_problems(data):
+    X, y = data
+    clf = small(warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        clf.fit(np.hstack([X, X]), y)
+    with pytest.raises(ValueError, match="classes"):
+        clf.fit(X, y + 1)
+    clf.set_params(hidden_layer_sizes=(3,))
+    with pytest.raises(ValueError, match="hidden_layer_sizes changed"):
+        clf.fit(X, y)
 
 
 def test_accepts_lists_ints_fortran_and_read_only(data):
