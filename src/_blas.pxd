@@ -16,7 +16,12 @@ cdef inline void gemm(char transa, char transb, int m, int n, int k,
                       floating alpha, const floating *a, int lda,
                       const floating *b, int ldb, floating beta,
                       floating *c, int ldc) noexcept nogil:
-    """C := alpha*op(A)*op(B) + beta*C  (C is m-by-n)."""
+    """C := alpha*op(A)*op(B) + beta*C  (C is m-by-n; nothing to do when it is empty)."""
+    if m <= 0 or n <= 0:
+        return
+    lda = lda if lda > 1 else 1           # BLAS rejects leading dimensions below 1
+    ldb = ldb if ldb > 1 else 1
+    ldc = ldc if ldc > 1 else 1
     if floating is float:
         sgemm(&transa, &transb, &m, &n, &k, &alpha, <float *>a, &lda,
               <float *>b, &ldb, &beta, c, &ldc)
@@ -29,6 +34,10 @@ cdef inline void syrk(char uplo, char trans, int n, int k, floating alpha,
                       const floating *a, int lda, floating beta,
                       floating *c, int ldc) noexcept nogil:
     """C := alpha*A*A^T + beta*C  (trans='N'; only the `uplo` triangle of C)."""
+    if n <= 0:
+        return
+    lda = lda if lda > 1 else 1
+    ldc = ldc if ldc > 1 else 1
     if floating is float:
         ssyrk(&uplo, &trans, &n, &k, &alpha, <float *>a, &lda, &beta, c, &ldc)
     else:

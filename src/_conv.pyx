@@ -29,7 +29,7 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from libc.limits cimport INT_MAX
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm, dsyrk, ssyrk
+from _blas cimport gemm as _gemm, syrk as _syrk
 
 import numpy as np
 
@@ -79,38 +79,7 @@ cdef Py_ssize_t _check_chunk(Py_ssize_t chunk, Py_ssize_t N) except -1:
 # nogil workers
 # ----------------------------------------------------------------------------
 
-cdef inline void _gemm(char transa, char transb, int m, int n, int kdim,
-                       floating alpha, const floating* a, int lda,
-                       const floating* b, int ldb, floating beta,
-                       floating* c, int ldc) noexcept nogil:
-    """Column-major C := alpha op(A) op(B) + beta C (skipped when C is empty)."""
-    if m <= 0 or n <= 0:
-        return
-    if lda < 1: lda = 1
-    if ldb < 1: ldb = 1
-    if ldc < 1: ldc = 1
-    if floating is double:
-        dgemm(&transa, &transb, &m, &n, &kdim, &alpha, <double*>a, &lda,
-              <double*>b, &ldb, &beta, c, &ldc)
-    else:
-        sgemm(&transa, &transb, &m, &n, &kdim, &alpha, <float*>a, &lda,
-              <float*>b, &ldb, &beta, c, &ldc)
-
-
-cdef inline void _syrk(char uplo, char trans, int n, int kdim, floating alpha,
-                       const floating* a, int lda, floating beta,
-                       floating* c, int ldc) noexcept nogil:
-    """Column-major C := alpha A A^T + beta C on the `uplo` triangle."""
-    if n <= 0:
-        return
-    if lda < 1: lda = 1
-    if ldc < 1: ldc = 1
-    if floating is double:
-        dsyrk(&uplo, &trans, &n, &kdim, &alpha, <double*>a, &lda, &beta, c, &ldc)
-    else:
-        ssyrk(&uplo, &trans, &n, &kdim, &alpha, <float*>a, &lda, &beta, c, &ldc)
-
-
+# BLAS through the shared shim (src/_blas.pxd)
 cdef void _im2col(const floating* U, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                   Py_ssize_t k, Py_ssize_t s, Py_ssize_t p,
                   Py_ssize_t Ho, Py_ssize_t Wo,

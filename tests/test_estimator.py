@@ -9,13 +9,6 @@ from lysep import ConvergenceWarning, FNNClassifier, NotFittedError
 from lysep.datasets import circle
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
-
-
 @pytest.fixture(scope="module")
 def data():
     return circle(300, random_state=3)

@@ -7,15 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from lysep import ConvergenceWarning, FNNClassifier
+from lysep import FNNClassifier
 from lysep.datasets import circle
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +75,10 @@ def test_compiled_kernels_do_not_leak_native_memory(data):
                                                   # would add ~40 MiB over these fits
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")      # the ScaleWarning is expected
 def test_huge_logits_and_saturated_activations_stay_finite():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3)) * 1e3                  # saturates every tanh unit
-    warnings.simplefilter("ignore", UserWarning)
     y = (X[:, 0] > 0).astype(int)
     for solver in ("lysep", "gd"):
         clf = FNNClassifier((6, 6), solver=solver, max_iter=20, random_state=0,

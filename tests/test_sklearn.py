@@ -1,5 +1,4 @@
 """The scikit-learn estimator contract, checked by scikit-learn itself (a test extra)."""
-import warnings
 
 import numpy as np
 import pytest
@@ -12,15 +11,8 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
-from lysep import ConvergenceWarning, FNNClassifier  # noqa: E402
+from lysep import FNNClassifier  # noqa: E402
 from lysep.datasets import circle  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.mark.parametrize("params", [dict(solver="lysep", max_iter=10),
