@@ -1,6 +1,6 @@
 """Compiled activation kernel (MATH.md §1): value and derivative in one pass."""
 from cython cimport floating
-from _elementwise cimport act_forward
+from _elementwise cimport act_forward, lysep_simd_level
 
 
 def activation(const floating[:, ::1] Z, int kind, floating[:, ::1] A_out,
@@ -18,3 +18,8 @@ def activation(const floating[:, ::1] Z, int kind, floating[:, ::1] A_out,
     cdef floating *d = &D_out[0, 0] if D_out is not None else NULL
     with nogil:
         act_forward(kind, n, &Z[0, 0], &A_out[0, 0], d)
+
+
+def simd_level():
+    """Instruction set the vectorised activations run: 'avx512', 'avx2+fma' or 'baseline'."""
+    return ("baseline", "avx2+fma", "avx512")[lysep_simd_level()]

@@ -9,6 +9,7 @@ cdef extern from "_vecmath.h" nogil:
     void lysep_tanh_f(Py_ssize_t n, const float *z, float *a, float *d)
     void lysep_sigmoid_d(Py_ssize_t n, const double *z, double *a, double *d)
     void lysep_sigmoid_f(Py_ssize_t n, const float *z, float *a, float *d)
+    int lysep_simd_level()
 
 cdef enum:
     TANH = 0

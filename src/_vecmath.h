@@ -48,6 +48,16 @@
 #define LYSEP_DISPATCH(fn, ...) lysep_base_##fn(__VA_ARGS__)
 #endif
 
+/* 2: AVX-512, 1: AVX2+FMA, 0: baseline — the variant the array functions run. */
+static int lysep_simd_level(void)
+{
+#ifdef LYSEP_X86_DISPATCH
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
 static void lysep_tanh_d(ptrdiff_t n, const double *z, double *a, double *d)
 { LYSEP_DISPATCH(tanh_d, n, z, a, d); }
 static void lysep_tanh_f(ptrdiff_t n, const float *z, float *a, float *d)
