@@ -148,6 +148,17 @@ class LySepState:
         om = self.omegas(wn)
         return (ce + sum(o * ri for o, ri in zip(om, r))) / self.N
 
+    def rounding_floor(self):
+        """Size of the part of J that rounding alone puts into the residuals: sum over
+        layers of omega_l n_l (eps * rms(Z_l))^2.  The omega_l grow like the product of
+        the later layers' squared norms, so in float32 a deep network's J can be
+        dominated by this floor, and then no block can decrease it."""
+        eps = float(np.finfo(self.X.dtype).eps)
+        total = 0.0
+        for o, Z in zip(self.omegas(), self.Z):
+            total += o * Z.shape[1] * eps ** 2 * self._ssq(Z) / Z.size
+        return total
+
     def bound_constant(self):
         """C(s) = e max(1, 1/s): the true loss is at most C(s) J (Theorem B)."""
         return math.e * max(1.0, 1.0 / self.s)

@@ -109,3 +109,14 @@ def test_large_feature_magnitudes_are_flagged(data):
         big = FNNClassifier((20,) * 4, max_iter=40, random_state=0).fit(X * 1e6, y)
     assert np.isfinite(big.loss_curve_).all()
     assert ref.score(X, y) > 0.95
+
+
+def test_float32_warns_when_rounding_would_dominate_J():
+    from lysep import NumericalWarning
+    X, y = circle(300, random_state=0)
+    with pytest.warns(NumericalWarning, match="Use dtype=numpy.float64 for deep networks"):
+        FNNClassifier((20,) * 19, max_iter=1, dtype=np.float32, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        FNNClassifier((20,) * 5, max_iter=1, dtype=np.float32, random_state=0).fit(X, y)
+        FNNClassifier((20,) * 19, max_iter=1, random_state=0).fit(X, y)
