@@ -213,61 +213,27 @@ class CNNLySepState(LySepState):
                  per_sample=True, search=LineSearch()):
         if not arch.hidden:
             raise ValueError("LySep-CNN needs at least one hidden dense layer")
-        self.k, self.arch, self.X, self.y = backend, arch, X, y
-        self.W, self.b = weights, biases
-        self.kind = ACTIVATION_CODES[activation]
-        self.beta2 = LIPSCHITZ[activation] ** 2
-        self.rho = arch.rho(LIPSCHITZ[activation])
-        self.Lc, self.m = arch.n_conv, arch.m
-        self.s = float(penalty_scale)
-        self.search = search
-        self.N = N = X.shape[0]
-        dtype = X.dtype
-        self.ws = _Workspace(dtype)
-        self.rcond_min = 1e4 * np.finfo(dtype).eps
-        # MATH.md §3 consistency: Z from the forward pass, every R = 0 and J = L(F)
-        self.fwd = CNNForward(backend, arch, activation, dtype)
-        G = self.fwd.logits(X, weights, biases)
-        self.ce, _ = backend.softmax_ce(G, y)
+        self.arch, self.Lc = arch, arch.n_conv
+        super().__init__(backend, X, y, weights, biases, activation, penalty_scale,
+                         per_sample=per_sample, search=search)
+        self.V2 = [np.empty_like(v) for v in self.V]
+        self.arg2 = [None if a is None else np.empty_like(a) for a in self.arg]
+
+    # -- MATH.md §5: the weights carry rho_j = beta^2 gamma_j^2 kappa_j -----------
+    def _norm_factors(self):
+        return self.arch.rho(LIPSCHITZ[self.activation])
+
+    def _init_auxiliary(self):
+        """Z, A, the pooled activations V (and max-pool argmax) from a forward pass."""
+        arch, N, dtype = self.arch, self.N, self.X.dtype
+        self.fwd = CNNForward(self.k, arch, self.activation, dtype)
+        G = self.fwd.logits(self.X, self.W, self.b)
+        self.ce, _ = self.k.softmax_ce(G, self.y)
         self.Z = [z.copy() for z in self.fwd.Z]
         self.A = [a.copy() for a in self.fwd.A]
         self.arg = [None if a is None else a.copy() for a in self.fwd.arg]
-        self.V = [pool_forward(backend, arch, l, self.A[l], np.empty((N, *c.pooled), dtype),
+        self.V = [pool_forward(self.k, arch, l, self.A[l], np.empty((N, *c.pooled), dtype),
                                self.arg[l]) for l, c in enumerate(arch.conv)]
-        self.R = [np.zeros_like(z) for z in self.Z]
-        self.Z2 = [np.empty_like(z) for z in self.Z]
-        self.A2 = [np.empty_like(z) for z in self.Z]
-        self.R2 = [np.empty_like(z) for z in self.Z]
-        self.V2 = [np.empty_like(v) for v in self.V]
-        self.arg2 = [None if a is None else np.empty_like(a) for a in self.arg]
-        self.W2 = [np.empty_like(W) for W in weights]
-        self.b2 = [np.empty_like(b) for b in biases]
-        self.r = [0.0] * self.m
-        self.wn = [self._ssq(W) for W in weights]
-        self.eta_out = 1.0
-        n_eta = N if per_sample else 1
-        self.eta_z = [np.ones(n_eta) for _ in range(self.m)]
-        self.J = self.objective()
-        self.stats = {}
-
-    # -- MATH.md §5: the weights carry rho_j = beta^2 gamma_j^2 kappa_j -----------
-    def omegas(self, wn=None):
-        """omega_i = s (2m/e) prod_{j>i} rho_j ||W_j||_F^2."""
-        wn = self.wn if wn is None else wn
-        out = [0.0] * self.m
-        prod = self.s * 2 * self.m / math.e
-        for i in range(self.m - 1, -1, -1):
-            prod *= self.rho[i + 1] * wn[i + 1]
-            out[i] = prod
-        return out
-
-    def ridge_lambda(self, i):
-        """lambda_i = rho_i sum_{k<i} (prod_{j=k+1}^{i-1} rho_j ||W_j||^2) ||R_k||^2."""
-        lam, prod = 0.0, 1.0
-        for k in range(i - 1, -1, -1):
-            lam += prod * self.r[k]
-            prod *= self.rho[k] * self.wn[k]
-        return self.rho[i] * lam
 
     def layer_input(self, i):
         """The input of layer i: X, a pooled conv activation (flattened at the first
@@ -302,13 +268,7 @@ class CNNLySepState(LySepState):
     def _ridge_block(self, i):
         if i < self.Lc:
             return self._kernel_block(i)
-        k, prev = self.k, self.layer_input(i)
-        n_in = prev.shape[1]
-        r_new, w_new, status = k.ridge_update(
-            prev, self.Z[i], self.b[i], self.ridge_lambda(i), self.rcond_min, self.W2[i],
-            self.R2[i], self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)))
-        self.stats["fallbacks"] += status != 0
-        self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
+        return super()._ridge_block(i)
 
     def _kernel_block(self, i):
         """K_i (Phi Phi^T + lambda_i I) = (Z_i - b_i) Phi^T, Gram and right-hand side
@@ -329,17 +289,6 @@ class CNNLySepState(LySepState):
         np.subtract(Z, R, out=R)
         self._try("kernel", lambda: self._swap_wr(i), r={i: self._ssq(R)},
                   wn={i: self._ssq(self.W2[i])})
-
-    def _bias_block(self, i):
-        """b_i := b_i + mean of R_i over samples (and positions, for a conv layer)."""
-        C = self.R[i].shape[-1]
-        r_new = self.k.bias_update(self.R[i].reshape(-1, C), self.b[i],
-                                   self.R2[i].reshape(-1, C), self.b2[i])
-
-        def commit():
-            self.b[i], self.b2[i] = self.b2[i], self.b[i]
-            self.R[i], self.R2[i] = self.R2[i], self.R[i]
-        self._try("bias", commit, r={i: r_new})
 
     def _conv_z_block(self, j):
         """Backtracking gradient step on a conv pre-activation Z_j (MATH.md §4-§5):
@@ -457,9 +406,6 @@ class CNNLySepState(LySepState):
         eta[...] = step[:1] * lipschitz if shared else step * lipschitz
         return failed
 
-    def _swap_wr(self, i):
-        self.W[i], self.W2[i] = self.W2[i], self.W[i]
-        self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
 
 class CNNGDState:

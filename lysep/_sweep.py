@@ -87,32 +87,21 @@ class LySepState:
                  per_sample=True, search=LineSearch()):
         self.k, self.X, self.y = backend, X, y
         self.W, self.b = weights, biases
+        self.activation = activation
         self.kind = ACTIVATION_CODES[activation]
         self.beta2 = LIPSCHITZ[activation] ** 2
-        self.m = m = len(weights) - 1
+        self.m = m = len(weights) - 1          # auxiliary blocks: every hidden layer
         if m < 1:
             raise ValueError("layer separation needs at least one hidden layer")
+        self.rho = self._norm_factors()
         self.s = float(penalty_scale)
         self.search = search
         self.N = N = X.shape[0]
-        dtype = X.dtype
-        self.ws = _Workspace(dtype)
-        self.rcond_min = 1e4 * np.finfo(dtype).eps
+        self.ws = _Workspace(X.dtype)
+        self.rcond_min = 1e4 * np.finfo(X.dtype).eps
         # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
-        fwd = Forward(backend, activation, dtype)
-        G = fwd.logits(X, weights, biases)
-        self.ce, _ = backend.softmax_ce(G, y)
-        self.Z, self.A, self.R = [], [], []
-        prev = X
-        for i in range(m):
-            Z = np.empty((N, weights[i].shape[1]), dtype=dtype)
-            backend.affine(prev, weights[i], biases[i], Z)
-            A = np.empty_like(Z)
-            backend.activation(Z, self.kind, A)
-            self.Z.append(Z)
-            self.A.append(A)
-            self.R.append(np.zeros_like(Z))
-            prev = A
+        self._init_auxiliary()
+        self.R = [np.zeros_like(Z) for Z in self.Z]
         # candidate buffers: a block writes here and is swapped in when accepted
         self.Z2 = [np.empty_like(Z) for Z in self.Z]
         self.A2 = [np.empty_like(Z) for Z in self.Z]
@@ -127,17 +116,41 @@ class LySepState:
         self.J = self.objective()
         self.stats = {}
 
+    def _norm_factors(self):
+        """rho_j of MATH.md §5 for every layer: beta^2 for a dense layer."""
+        return [self.beta2] * len(self.W)
+
+    def _init_auxiliary(self):
+        """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
+        self.Z, self.A = [], []
+        prev = self.X
+        for W, b in zip(self.W, self.b):
+            Z = np.empty((self.N, W.shape[1]), dtype=self.X.dtype)
+            self.k.affine(prev, W, b, Z)
+            if len(self.Z) == self.m:            # the logits
+                self.ce, _ = self.k.softmax_ce(Z, self.y)
+                return
+            A = np.empty_like(Z)
+            self.k.activation(Z, self.kind, A)
+            self.Z.append(Z)
+            self.A.append(A)
+            prev = A
+
+    def layer_input(self, i):
+        """What layer i reads: X for the first layer, sigma(Z[i-1]) after."""
+        return self.X if i == 0 else self.A[i - 1]
+
     def _ssq(self, x):
         return self.k.squared_norm(x.reshape(-1))
 
     # -- the layer separation loss J (MATH.md §3) --------------------------------
     def omegas(self, wn=None):
-        """omega_i = s (2m/e) prod_{j>i} beta^2 ||W_j||_F^2 for the hidden residuals."""
+        """omega_i = s (2m/e) prod_{j>i} rho_j ||W_j||_F^2 for the hidden residuals."""
         wn = self.wn if wn is None else wn
         out = [0.0] * self.m
         prod = self.s * 2 * self.m / math.e
         for i in range(self.m - 1, -1, -1):
-            prod *= self.beta2 * wn[i + 1]
+            prod *= self.rho[i + 1] * wn[i + 1]
             out[i] = prod
         return out
 
@@ -164,12 +177,12 @@ class LySepState:
         return math.e * max(1.0, 1.0 / self.s)
 
     def ridge_lambda(self, i):
-        """lambda_i = beta^2 sum_{k<i} (prod_{j=k+1}^{i-1} beta^2 ||W_j||^2) ||R_k||^2."""
+        """lambda_i = rho_i sum_{k<i} (prod_{j=k+1}^{i-1} rho_j ||W_j||^2) ||R_k||^2."""
         lam, prod = 0.0, 1.0
         for k in range(i - 1, -1, -1):
             lam += prod * self.r[k]
-            prod *= self.beta2 * self.wn[k]
-        return self.beta2 * lam
+            prod *= self.rho[k] * self.wn[k]
+        return self.rho[i] * lam
 
     def _try(self, name, commit, ce=None, r=None, wn=None):
         """Keep a block's candidate only if J does not rise (MATH.md §4 safeguard)."""
@@ -212,7 +225,7 @@ class LySepState:
         k, m, sr, N = self.k, self.m, self.search, self.N
         om = self.omegas()
         mu = sum(o * ri for o, ri in zip(om, self.r)) / (N * self.wn[m])
-        A = self.A[m - 1]
+        A = self.layer_input(m)
         lipschitz = 0.5 * (self._ssq(A) / N + 1) + 2 * mu
         W, b = self.W[m], self.b[m]
         K = W.shape[1]
@@ -232,7 +245,7 @@ class LySepState:
         k, m, sr, N = self.k, self.m, self.search, self.N
         i = m - 1
         om = self.omegas()
-        lipschitz = 2 * om[i] + self.beta2 * self.wn[m]
+        lipschitz = 2 * om[i] + self.rho[m] * self.wn[m]
         shape = self.Z[i].shape
         ce_new, r_new, n_failed, n_trials = k.z_last_step(
             self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
@@ -245,21 +258,21 @@ class LySepState:
 
     def _ridge_block(self, i):
         k = self.k
-        prev = self.A[i - 1] if i > 0 else self.X
+        prev = self.layer_input(i)
         lam = self.ridge_lambda(i)
         n_in = prev.shape[1]
         r_new, w_new, status = k.ridge_update(
             prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i], self.R2[i],
             self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)))
         self.stats["fallbacks"] += status != 0
-
-        def commit():
-            self.W[i], self.W2[i] = self.W2[i], self.W[i]
-            self.R[i], self.R2[i] = self.R2[i], self.R[i]
-        self._try("ridge", commit, r={i: r_new}, wn={i: w_new})
+        self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
 
     def _bias_block(self, i):
-        r_new = self.k.bias_update(self.R[i], self.b[i], self.R2[i], self.b2[i])
+        # a conv layer's channel bias is the mean over samples and positions: view its
+        # NHWC residual as (N*H*W, C) rows
+        C = self.R[i].shape[-1]
+        r_new = self.k.bias_update(self.R[i].reshape(-1, C), self.b[i],
+                                   self.R2[i].reshape(-1, C), self.b2[i])
 
         def commit():
             self.b[i], self.b2[i] = self.b2[i], self.b[i]
@@ -269,7 +282,7 @@ class LySepState:
     def _hidden_block(self, j):
         k, sr, i = self.k, self.search, j + 1
         om = self.omegas()
-        lipschitz = 2 * (om[j] + om[i] * self.beta2 * self.wn[i])
+        lipschitz = 2 * (om[j] + om[i] * self.rho[i] * self.wn[i])
         shape, shape_next = self.Z[j].shape, self.Z[i].shape
         r_j, r_i, n_failed, n_trials = k.z_hidden_step(
             self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
@@ -284,6 +297,10 @@ class LySepState:
             self._swap_z(j)
             self.R[i], self.R2[i] = self.R2[i], self.R[i]
         self._try("z", commit, r={j: r_j, i: r_i})
+
+    def _swap_wr(self, i):
+        self.W[i], self.W2[i] = self.W2[i], self.W[i]
+        self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
     def _swap_params(self, i):
         self.W[i], self.W2[i] = self.W2[i], self.W[i]
