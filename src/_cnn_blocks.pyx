@@ -13,7 +13,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
-from _blas cimport gemm, trsm, potrf, pocon, syevd
+from _blas cimport gemm
+from _ridge cimport solve_right_spd
 from _elementwise cimport act_forward, act_derivative_from_value
 
 import numpy as np
@@ -37,40 +38,6 @@ cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
 
 # ---------------------------------------------------------------------------
 # the conv kernel update K (Phi^T Phi + lam I) = Phi^T (Z - b), MATH.md §5
-cdef int _pinv_solve(Py_ssize_t n_in, Py_ssize_t n_out, floating *G, floating *W) noexcept nogil:
-    """W := W pinv(G) for a symmetric positive semidefinite G (destroyed), through
-    G = Q diag(l) Q^T (syevd), eigenvalues below n_in*eps*max(l) treated as zero:
-    the minimum-norm solution.  Returns LAPACK's info (-1000: no memory)."""
-    cdef int info, lwork, liwork, iq
-    cdef Py_ssize_t i, j
-    cdef floating wq, tol
-    cdef floating eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
-    cdef floating *evals = <floating *>malloc(n_in * sizeof(floating))
-    cdef floating *T = <floating *>malloc(n_in * n_out * sizeof(floating))
-    cdef floating *work = NULL
-    cdef int *iwork = NULL
-    info = -1000
-    if evals != NULL and T != NULL:
-        info = syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, &wq, -1, &iq, -1)
-        lwork = <int>wq + 1
-        liwork = iq + 1
-        work = <floating *>malloc(lwork * sizeof(floating))
-        iwork = <int *>malloc(liwork * sizeof(int))
-        info = -1000 if work == NULL or iwork == NULL else \
-            syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, work, lwork, iwork, liwork)
-    if info == 0:
-        gemm(c'N', c'N', <int>n_out, <int>n_in, <int>n_in, 1, W, <int>n_out, G, <int>n_in,
-             0, T, <int>n_out)
-        tol = n_in * eps * evals[n_in - 1]
-        for j in range(n_in):
-            for i in range(n_out):
-                T[j * n_out + i] = T[j * n_out + i] / evals[j] if evals[j] > tol else 0
-        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n_in, 1, T, <int>n_out, G, <int>n_in,
-             0, W, <int>n_out)
-    free(evals); free(T); free(work); free(iwork)
-    return info
-
-
 def ridge_solve(const floating[:, ::1] gram, const floating[:, ::1] rhs, double lam,
                 double rcond_min, floating[:, ::1] W_out, floating[:, ::1] work_gram,
                 floating[:, ::1] work_gram2):
@@ -84,8 +51,7 @@ def ridge_solve(const floating[:, ::1] gram, const floating[:, ::1] rhs, double 
     -1 LAPACK failure (W_out then holds zeros).
     """
     cdef Py_ssize_t n = gram.shape[0], n_out = rhs.shape[1], i, j
-    cdef int info, status = 0
-    cdef double anorm = 0, colsum, rcond = -1
+    cdef int status = 0
     _check(gram, (n, n), "gram"); _check(rhs, (n, n_out), "rhs")
     _check(W_out, (n, n_out), "W_out")
     _check(work_gram, (n, n), "work_gram"); _check(work_gram2, (n, n), "work_gram2")
@@ -93,35 +59,13 @@ def ridge_solve(const floating[:, ::1] gram, const floating[:, ::1] rhs, double 
         raise ValueError("ridge_solve needs a non-empty system")
     cdef floating *G = &work_gram[0, 0]
     cdef floating *W = &W_out[0, 0]
-    cdef floating *work = NULL
-    cdef int *iwork = NULL
     with nogil:
         # C-order (n, n_out) is the column-major n_out x n matrix W^T: solve W^T G = rhs^T
         memcpy(W, &rhs[0, 0], n * n_out * sizeof(floating))
         memcpy(G, &gram[0, 0], n * n * sizeof(floating))
         for j in range(n):
             G[j * n + j] += <floating>lam
-        for j in range(n):
-            colsum = 0
-            for i in range(n):
-                colsum += fabs(G[j * n + i])
-            anorm = colsum if colsum > anorm else anorm
-        memcpy(&work_gram2[0, 0], G, n * n * sizeof(floating))
-        info = potrf(c'U', <int>n, G, <int>n)
-        if info == 0:
-            work = <floating *>malloc(3 * n * sizeof(floating))
-            iwork = <int *>malloc(n * sizeof(int))
-            if work != NULL and iwork != NULL:
-                rcond = pocon(c'U', <int>n, G, <int>n, anorm, work, iwork)
-            free(work); free(iwork)
-        if info == 0 and rcond >= rcond_min:
-            trsm(c'R', c'U', c'N', c'N', <int>n_out, <int>n, 1, G, <int>n, W, <int>n_out)
-            trsm(c'R', c'U', c'T', c'N', <int>n_out, <int>n, 1, G, <int>n, W, <int>n_out)
-        else:
-            status = 1
-            if _pinv_solve(n, n_out, &work_gram2[0, 0], W) != 0:
-                status = -1
-                memset(W, 0, n * n_out * sizeof(floating))
+        status = solve_right_spd(n, n_out, G, &work_gram2[0, 0], W, rcond_min)
     return status
 
 

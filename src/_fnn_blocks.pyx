@@ -13,7 +13,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport fabs
 
-from _blas cimport gemm, syrk, trsm, axpy, potrf, pocon, syevd
+from _blas cimport gemm, syrk, axpy
+from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport act_forward, act_derivative_from_value
 from _cross_entropy cimport ce_row, ce_rows
@@ -445,42 +446,6 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
 
 # ---------------------------------------------------------------------------
 # step 3: closed-form W_l (ridge) and b_l
-cdef int _pinv_solve(Py_ssize_t n_in, Py_ssize_t n_out, floating *G, floating *W) noexcept nogil:
-    """W := W pinv(G) for a symmetric positive semidefinite G (n_in x n_in, destroyed):
-    the minimum-norm solution of W G = RHS through G = Q diag(l) Q^T (syevd), with
-    eigenvalues below n_in*eps*max(l) treated as zero.  Returns LAPACK's info
-    (-1000: no memory)."""
-    cdef int info, lwork, liwork, iq
-    cdef Py_ssize_t i, j
-    cdef floating wq, tol
-    cdef floating eps = 1.1920929e-07 if floating is float else 2.220446049250313e-16
-    cdef floating *evals = <floating *>malloc(n_in * sizeof(floating))
-    cdef floating *T = <floating *>malloc(n_in * n_out * sizeof(floating))
-    cdef floating *work = NULL
-    cdef int *iwork = NULL
-    info = -1000
-    if evals != NULL and T != NULL:
-        info = syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, &wq, -1, &iq, -1)
-        lwork = <int>wq + 1
-        liwork = iq + 1
-        work = <floating *>malloc(lwork * sizeof(floating))
-        iwork = <int *>malloc(liwork * sizeof(int))
-        info = -1000 if work == NULL or iwork == NULL else \
-            syevd(c'V', c'U', <int>n_in, G, <int>n_in, evals, work, lwork, iwork, liwork)
-    if info == 0:
-        # T := RHS Q, scale column j by 1/l_j (0 below the cut-off), W := T Q^T
-        gemm(c'N', c'N', <int>n_out, <int>n_in, <int>n_in, 1, W, <int>n_out, G, <int>n_in,
-             0, T, <int>n_out)
-        tol = n_in * eps * evals[n_in - 1]
-        for j in range(n_in):
-            for i in range(n_out):
-                T[j * n_out + i] = T[j * n_out + i] / evals[j] if evals[j] > tol else 0
-        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n_in, 1, T, <int>n_out, G, <int>n_in,
-             0, W, <int>n_out)
-    free(evals); free(T); free(work); free(iwork)
-    return info
-
-
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  const floating[::1] b, double lam, double rcond_min,
                  floating[:, ::1] W_out, floating[:, ::1] R_out,
@@ -498,8 +463,8 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     -1 LAPACK failure (W_out then holds zeros).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
-    cdef int info, status = 0
-    cdef double anorm = 0, colsum, rcond = -1, r_sum, w_sum
+    cdef int status = 0
+    cdef double r_sum, w_sum
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
     _check(W_out, (n_in, n_out), "W_out"); _check(R_out, (N, n_out), "R_out")
     _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
@@ -507,38 +472,15 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
     cdef floating *W = &W_out[0, 0]
-    cdef floating *work = NULL
-    cdef int *iwork = NULL
     with nogil:
         _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
         # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be
         gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &R_out[0, 0], <int>n_out,
              &A_prev[0, 0], <int>n_in, 0, W, <int>n_out)
         syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
-        for j in range(n_in):              # add lam I; 1-norm from the upper triangle
+        for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
-        for j in range(n_in):
-            colsum = 0
-            for i in range(n_in):
-                colsum += fabs(G[j * n_in + i] if i <= j else G[i * n_in + j])
-            anorm = colsum if colsum > anorm else anorm
-        memcpy(&work_gram2[0, 0], G, n_in * n_in * sizeof(floating))
-        info = potrf(c'U', <int>n_in, G, <int>n_in)
-        if info == 0:
-            work = <floating *>malloc(3 * n_in * sizeof(floating))
-            iwork = <int *>malloc(n_in * sizeof(int))
-            if work != NULL and iwork != NULL:
-                rcond = pocon(c'U', <int>n_in, G, <int>n_in, anorm, work, iwork)
-            free(work); free(iwork)
-        if info == 0 and rcond >= rcond_min:
-            trsm(c'R', c'U', c'N', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
-            trsm(c'R', c'U', c'T', c'N', <int>n_out, <int>n_in, 1, G, <int>n_in, W, <int>n_out)
-        else:
-            status = 1
-            if _pinv_solve(n_in, n_out, &work_gram2[0, 0], W) != 0:
-                status = -1
-                for i in range(n_in * n_out):
-                    W[i] = 0
+        status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
         gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, W, <int>n_out, &A_prev[0, 0],
              <int>n_in, 1, &R_out[0, 0], <int>n_out)
         r_sum = _ssq(N * n_out, &R_out[0, 0])
