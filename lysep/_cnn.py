@@ -212,11 +212,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     # -- fitting -----------------------------------------------------------------
     def fit(self, X, y):
         """Train on images X, shape (n, H, W) or (n, C, H, W), and labels y."""
-        channels, hidden, pools, dtype = self._validate_params()
+        dtype = self._validate_params()[3]
         X = self._images(X, dtype)
         classes, y_enc = check_y(y, X.shape[0])
-        arch = Architecture(X.shape[1:], channels, self.kernel_size, self.stride,
-                            self.padding, pools, self.pool, hidden, classes.shape[0])
+        arch = self._architecture(X.shape[1:], classes.shape[0])
         self.classes_ = classes
         self.input_shape_ = X.shape[1:]
         self.n_features_in_ = int(np.prod(X.shape[1:]))
@@ -232,6 +231,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         with blas_threads(self.n_threads):
             self._train(CNN_BACKENDS[self.backend], arch, X, y_enc, weights, biases, rng)
         return self
+
+    def _architecture(self, input_shape, n_classes):
+        """The layer geometry for images of `input_shape` (H, W, C)."""
+        channels, hidden, pools, _ = self._validate_params()
+        return Architecture(tuple(input_shape), channels, self.kernel_size, self.stride,
+                            self.padding, pools, self.pool, hidden, n_classes)
+
+    def save(self, path):
+        """Write the fitted model to `path` (npz + JSON metadata; see ``lysep.load``)."""
+        from ._persistence import save
+        return save(self, path)
 
     def _batches(self, n, rng):
         """Index arrays of successive batches: epochs of a fresh permutation."""
@@ -307,8 +317,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 if self.n_iter_ % eval_every == 0 or self.n_iter_ == self.max_iter:
                     record(self.n_iter_)
         except KeyboardInterrupt:
+            self.n_iter_ = self.curve_iterations_[-1]     # the parameters last recorded
             warnings.warn(f"training interrupted; the model keeps the parameters of "
-                          f"iteration {self.curve_iterations_[-1]}", UserWarning, stacklevel=3)
+                          f"iteration {self.n_iter_}", UserWarning, stacklevel=3)
 
     def _evaluate(self, fwd, X, y, weights, biases):
         """Mean cross-entropy and accuracy of the true network on (X, y), in chunks."""

@@ -2,7 +2,7 @@
 
 A model file is a NumPy ``.npz`` archive (read with ``allow_pickle=False``) holding the
 arrays ``coef_<i>``, ``intercept_<i>``, ``classes`` and one JSON document ``metadata``:
-``{"format": "lysep-model", "format_version": 1, "estimator": "FNNClassifier",
+``{"format": "lysep-model", "format_version": 1, "estimator": "FNNClassifier" or "CNNClassifier",
 "lysep_version": ..., "params": {...}, "attributes": {...}}``.
 """
 import json
@@ -16,6 +16,7 @@ FORMAT = "lysep-model"
 FORMAT_VERSION = 1
 _CURVES = ("loss_curve_", "accuracy_curve_", "surrogate_curve_", "validation_scores_")
 _SCALARS = ("n_features_in_", "n_iter_", "loss_", "bound_constant_", "best_validation_score_")
+_CNN = ("batch_loss_curve_", "curve_iterations_", "input_shape_")
 
 
 def _json_param(name, value):
@@ -45,7 +46,8 @@ def save(estimator, path: "str | os.PathLike") -> str:
     arrays = {"classes": classes}
     for i, (W, b) in enumerate(zip(estimator.coefs_, estimator.intercepts_)):
         arrays[f"coef_{i}"], arrays[f"intercept_{i}"] = W, b
-    attributes = {k: getattr(estimator, k) for k in _CURVES + _SCALARS if hasattr(estimator, k)}
+    attributes = {k: getattr(estimator, k) for k in _CURVES + _SCALARS + _CNN
+                  if hasattr(estimator, k)}
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
         attributes["feature_names_in_"] = [str(n) for n in names]
@@ -62,6 +64,7 @@ def save(estimator, path: "str | os.PathLike") -> str:
 
 def load(path: "str | os.PathLike"):
     """Read a model written by ``save``; fails clearly on other files and versions."""
+    from ._cnn import CNNClassifier
     from ._fnn import FNNClassifier
     try:
         archive = np.load(os.fspath(path), allow_pickle=False)
@@ -78,13 +81,14 @@ def load(path: "str | os.PathLike"):
                              f"{meta.get('format_version')}; this lysep "
                              f"reads version {FORMAT_VERSION}. Re-save the model with a "
                              "matching lysep version.")
-        estimators = {"FNNClassifier": FNNClassifier}
+        estimators = {"FNNClassifier": FNNClassifier, "CNNClassifier": CNNClassifier}
         if meta["estimator"] not in estimators:
             raise ValueError(f"{path} holds a {meta['estimator']}, which this lysep cannot load")
         params = dict(meta["params"])
         params["dtype"] = np.dtype(params["dtype"]).type
-        if params.get("hidden_layer_sizes") is not None:
-            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        for key in ("hidden_layer_sizes", "conv_channels", "pool_size"):
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
         est = estimators[meta["estimator"]](**params)
         n = meta["n_layers"]
         est.coefs_ = [f[f"coef_{i}"] for i in range(n)]
@@ -92,4 +96,7 @@ def load(path: "str | os.PathLike"):
         est.classes_ = f["classes"]
     for key, value in meta["attributes"].items():
         setattr(est, key, np.asarray(value, dtype=object) if key == "feature_names_in_" else value)
+    if isinstance(est, CNNClassifier):
+        est.input_shape_ = tuple(est.input_shape_)
+        est._arch = est._architecture(est.input_shape_, len(est.classes_))
     return est

@@ -452,3 +452,16 @@ def test_fashion_mnist_lysep_beats_gd():
     gd = min(CNNClassifier(solver="gd", learning_rate_init=lr, **cfg).fit(X, y).loss_
              for lr in (0.3, 1.0, 3.0))
     assert lysep.loss_ < gd
+
+
+def test_cnn_save_load_gives_identical_predictions(tmp_path):
+    import lysep
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 1, 8, 8))
+    y = (X.mean(axis=(1, 2, 3)) > 0.5).astype(int)
+    clf = CNNClassifier(conv_channels=(3,), pool_size=2, hidden_layer_sizes=(5,),
+                        batch_size=30, refresh_every=2, max_iter=4, random_state=0).fit(X, y)
+    again = lysep.load(clf.save(tmp_path / "cnn.npz"))
+    assert isinstance(again, CNNClassifier)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    assert again.curve_iterations_ == clf.curve_iterations_
