@@ -59,6 +59,16 @@ def _stratified_split(y, fraction, rng):
     return train, val
 
 
+def _progress_bar(total, solver):
+    """A tqdm bar with the live figures when tqdm is installed (extra lysep[progress]);
+    None means: print one line per iteration instead."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=solver, unit="it", leave=True)
+
+
 def _append(curves, loss, acc, J):
     loss_curve, accuracy_curve, surrogate_curve = curves
     loss_curve.append(float(loss))
@@ -105,7 +115,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         Continue from the previous fit's parameters (and, for lysep on the same data,
         from its auxiliary variables and step sizes).
     verbose : bool, default=False
-        Print one line per iteration.
+        Show a progress bar with the live loss, J and accuracy (tqdm, when installed:
+        ``pip install lysep[progress]``), else print one line per iteration.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop when its
         accuracy has not improved by more than ``tol`` for ``n_iter_no_change``
@@ -312,6 +323,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         stall = stall_zero = stall_val = 0
         stop = None
         t0 = time.perf_counter()
+        bar = _progress_bar(self.max_iter, self.solver) if self.verbose else None
         try:
             for _ in range(self.max_iter):
                 if lysep:
@@ -341,7 +353,11 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 record = dict(iteration=self.n_iter_, loss=float(loss), accuracy=float(acc),
                               surrogate=None if J is None else float(J),
                               validation_score=val, time=time.perf_counter() - t0, **stats)
-                if self.verbose:
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4g}", J=f"{J:.4g}" if lysep else None,
+                                    acc=f"{acc:.4f}", refresh=False)
+                    bar.update()
+                elif self.verbose:
                     extra = f", J = {J:.6f}" if lysep else ""
                     print(f"Iteration {self.n_iter_}, loss = {loss:.6f}{extra}, "
                           f"accuracy = {acc:.4f}, {record['time']:.2f}s")
@@ -374,6 +390,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                           f"iteration {self.n_iter_}", UserWarning, stacklevel=3)
             return
         finally:
+            if bar is not None:
+                bar.close()
             if validation is not None and best_params is not None:
                 self.coefs_, self.intercepts_ = best_params
                 self.best_validation_score_ = float(best_val)
