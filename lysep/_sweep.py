@@ -53,9 +53,10 @@ class Forward:
         self.ws = _Workspace(dtype)
 
     def logits(self, X, weights, biases, keep_derivatives=False):
-        """Return the logits; A[i] (and D[i] = sigma'(Z[i])) stay in self.A / self.D."""
+        """Return the logits; Z[i], A[i] (and D[i] = sigma'(Z[i])) stay in self.Z,
+        self.A, self.D (buffers reused by the next call)."""
         N = X.shape[0]
-        self.A, self.D = [], []
+        self.Z, self.A, self.D = [], [], []
         prev = X
         for i, (W, b) in enumerate(zip(weights, biases)):
             Z = self.ws(f"Z{i}", (N, W.shape[1]))
@@ -65,6 +66,7 @@ class Forward:
             A = self.ws(f"A{i}", Z.shape)
             D = self.ws(f"D{i}", Z.shape) if keep_derivatives else None
             self.k.activation(Z, self.kind, A, D)
+            self.Z.append(Z)
             self.A.append(A)
             self.D.append(D)
             prev = A
@@ -122,19 +124,10 @@ class LySepState:
 
     def _init_auxiliary(self):
         """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
-        self.Z, self.A = [], []
-        prev = self.X
-        for W, b in zip(self.W, self.b):
-            Z = np.empty((self.N, W.shape[1]), dtype=self.X.dtype)
-            self.k.affine(prev, W, b, Z)
-            if len(self.Z) == self.m:            # the logits
-                self.ce, _ = self.k.softmax_ce(Z, self.y)
-                return
-            A = np.empty_like(Z)
-            self.k.activation(Z, self.kind, A)
-            self.Z.append(Z)
-            self.A.append(A)
-            prev = A
+        fwd = Forward(self.k, self.activation, self.X.dtype)
+        self.ce, _ = self.k.softmax_ce(fwd.logits(self.X, self.W, self.b), self.y)
+        self.Z = [Z.copy() for Z in fwd.Z]
+        self.A = [A.copy() for A in fwd.A]
 
     def layer_input(self, i):
         """What layer i reads: X for the first layer, sigma(Z[i-1]) after."""
