@@ -1,7 +1,8 @@
 """Same-run ratios of the compiled kernels against the NumPy reference (issue: speed of
 Algorithm 1 and of the GD baseline).  Run: python bench/bench_fnn.py [--quick]
 
-Each timing is the median of repeats; both backends run the same orchestration
+Each timing is the median of repeats, the two backends timed in turn within every repeat
+(interleaved, so machine load hits both alike); both run the same orchestration
 (lysep._sweep) from the same start, in the same process, with BLAS pinned to the same
 number of threads.  Only the ratios are meant to be compared across machines.
 """
@@ -18,28 +19,33 @@ from lysep._sweep import GDState, LySepState
 from lysep.datasets import circle
 
 
-def _median_time(fn, repeats):
-    times = []
+def _interleaved(fns, repeats):
+    """Median seconds of each callable, the callables timed in turn within every repeat
+    so that load changes on a shared machine hit all of them alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def _params(sizes, dtype):
     return init_parameters(sizes, np.random.default_rng(0), dtype)
 
 
-def sweep_time(backend, X, y, sizes, warmup, repeats, dtype=np.float64):
+def sweep_runner(backend, X, y, sizes, warmup, dtype=np.float64):
+    """A LySep state past its first sweeps (whose work differs); returns its sweep."""
     W, b = _params(sizes, dtype)
     state = LySepState(backend, X.astype(dtype), y, W, b, "tanh", 0.01)
-    for _ in range(warmup):          # past the first sweeps, whose work differs
+    for _ in range(warmup):
         state.sweep()
-    return _median_time(state.sweep, repeats)
+    return state.sweep
 
 
-def gd_time(backend, X, y, sizes, repeats, dtype=np.float64):
+def gd_runner(backend, X, y, sizes, dtype=np.float64):
+    """One GD iteration (update from the last forward, then the next forward)."""
     W, b = _params(sizes, dtype)
     state = GDState(backend, X.astype(dtype), y, W, b, "tanh", 0.1)
     state.forward()
@@ -48,7 +54,7 @@ def gd_time(backend, X, y, sizes, repeats, dtype=np.float64):
         state.update()
         state.forward()
     iteration()
-    return _median_time(iteration, repeats)
+    return iteration
 
 
 def main(argv=None):
@@ -61,10 +67,9 @@ def main(argv=None):
     sizes = (2,) + (20,) * 19 + (2,)
     with threadpool_limits(args.threads):
         rows = []
-        for name, fn in (("LySep sweep", lambda be: sweep_time(be, X, y, sizes, 5, repeats)),
-                         ("GD iteration", lambda be: gd_time(be, X, y, sizes, repeats))):
-            t_ref = fn(REFERENCE)
-            t_c = fn(COMPILED)
+        for name, make in (("LySep sweep", lambda be: sweep_runner(be, X, y, sizes, 5)),
+                           ("GD iteration", lambda be: gd_runner(be, X, y, sizes))):
+            t_c, t_ref = _interleaved([make(COMPILED), make(REFERENCE)], repeats)
             rows.append((name, t_c, t_ref))
     print(f"19 hidden tanh layers x width 20, N = 3000, float64, {args.threads} BLAS thread(s)")
     print(f"{'':14s} {'compiled':>12s} {'reference':>12s} {'ref/compiled':>13s}")

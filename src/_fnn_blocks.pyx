@@ -23,12 +23,21 @@ from _cross_entropy cimport ce_row, ce_rows
 # ---------------------------------------------------------------------------
 # small helpers
 cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
-    """sum of squares, accumulated in double in index order."""
-    cdef Py_ssize_t i
-    cdef double s = 0
-    for i in range(n):
-        s += <double>x[i] * x[i]
-    return s
+    """sum of squares, accumulated in double: four interleaved partial sums, so the
+    additions do not wait on each other (a single running sum was latency-bound and
+    the largest cost of the Z blocks' own code)."""
+    cdef Py_ssize_t i = 0
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    while i + 4 <= n:
+        s0 += <double>x[i] * x[i]
+        s1 += <double>x[i + 1] * x[i + 1]
+        s2 += <double>x[i + 2] * x[i + 2]
+        s3 += <double>x[i + 3] * x[i + 3]
+        i += 4
+    while i < n:
+        s0 += <double>x[i] * x[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 cdef inline void _rows_minus_vector(Py_ssize_t N, Py_ssize_t n, const floating *Z,
@@ -308,6 +317,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
         free(ce_i); free(ce_t); _search_free(&s)
         raise MemoryError()
     cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
+    cdef floating *At
     cdef floating *Gc = &work_P[0, 0]     # P - Y first, then compact trial logits
     cdef floating *g = &work_grad[0, 0]
     cdef floating two_omega = <floating>(2 * omega)
@@ -329,9 +339,12 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             if n_active == 0:
                 break
             n_trials += 1
+            # while every row is active the compact order is the row order: write the
+            # trial activations straight into A_out, saving the copy of accepted rows
+            At = &A_out[0, 0] if n_active == N else Ac
             _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], Ac)
-            _affine(n_active, n, K, Ac, &W[0, 0], &b[0], Gc)
+                        &Z_out[0, 0], &R_out[0, 0], At)
+            _affine(n_active, n, K, At, &W[0, 0], &b[0], Gc)
             for a in range(n_active):
                 i = s.active[a]
                 ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
@@ -340,7 +353,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             for a in range(n_active):
                 i = s.active[a]
                 if s.accept[a] == _ACCEPT:
-                    memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
+                    if At != &A_out[0, 0]:
+                        memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     ce_i[i] = ce_t[a]
                 elif s.accept[a] == _GIVE_UP or t == max_backtracks:
                     n_failed += 1       # no acceptable step: the row keeps its values
@@ -394,6 +408,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef floating *g = &work_grad[0, 0]
     cdef floating *Zb = &work_Zb[0, 0]
     cdef floating *Rc = &work_Rc[0, 0]
+    cdef floating *At
+    cdef floating *Rt
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
     with nogil:
         act_derivative_from_value(kind, N * n, &A[0, 0], Ac)
@@ -415,19 +431,23 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             if n_active == 0:
                 break
             n_trials += 1
+            # while every row is active the compact order is the row order: write the
+            # trial straight into A_out and R_next_out, saving the copy of accepted rows
+            At = &A_out[0, 0] if n_active == N else Ac
+            Rt = &R_next_out[0, 0] if n_active == N else Rc
             _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], Ac)
+                        &Z_out[0, 0], &R_out[0, 0], At)
             gemm(c'N', c'N', <int>n2, <int>n_active, <int>n, 1, &W_next[0, 0], <int>n2,
-                 Ac, <int>n, 0, Rc, <int>n2)
+                 At, <int>n, 0, Rt, <int>n2)
             for a in range(n_active):
                 i = s.active[a]
                 for j in range(n2):       # trial residual of the next layer: zb - W sigma(z)
-                    Rc[a * n2 + j] = Zb[i * n2 + j] - Rc[a * n2 + j]
-                s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rc + a * n2)
+                    Rt[a * n2 + j] = Zb[i * n2 + j] - Rt[a * n2 + j]
+                s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rt + a * n2)
             _search_decide(&s, n_active)
             for a in range(n_active):
                 i = s.active[a]
-                if s.accept[a] == _ACCEPT:
+                if s.accept[a] == _ACCEPT and At != &A_out[0, 0]:
                     memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
                 elif s.accept[a] == _GIVE_UP or t == max_backtracks:
