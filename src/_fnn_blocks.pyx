@@ -53,9 +53,10 @@ cdef inline void _affine(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
                          const floating *A, const floating *W, const floating *b,
                          floating *Z) noexcept nogil:
     """Z := A W + b (rows), i.e. MATH.md's W A + b 1^T."""
-    cdef Py_ssize_t i
-    for i in range(N):
-        memcpy(Z + i * n_out, b, n_out * sizeof(floating))
+    cdef Py_ssize_t i, j
+    for i in range(N):                    # a loop, not a memcpy call per short row
+        for j in range(n_out):
+            Z[i * n_out + j] = b[j]
     gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, 1, W, <int>n_out, A, <int>n_in,
          1, Z, <int>n_out)
 
@@ -558,19 +559,26 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
         _check(delta_prev_out, (N, n_in), "delta_prev_out")
     cdef floating *dp = &delta_prev_out[0, 0] if has_prev else NULL
     cdef const floating *D = &D_prev[0, 0] if has_prev else NULL
+    cdef const floating *d = &delta[0, 0]
+    cdef double *sums = <double *>malloc(n_out * sizeof(double))
+    if sums == NULL:
+        raise MemoryError()
     with nogil:
-        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &delta[0, 0], <int>n_out,
+        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, d, <int>n_out,
              &A_prev[0, 0], <int>n_in, 0, &grad_W_out[0, 0], <int>n_out)
         for j in range(n_out):
-            grad_b_out[j] = 0
-        for i in range(N):
+            sums[j] = 0
+        for i in range(N):                # row by row: contiguous, vectorisable
             for j in range(n_out):
-                grad_b_out[j] += delta[i, j]
+                sums[j] += d[i * n_out + j]
+        for j in range(n_out):
+            grad_b_out[j] = <floating>sums[j]
         if has_prev:
             gemm(c'T', c'N', <int>n_in, <int>N, <int>n_out, 1, &W[0, 0], <int>n_out,
-                 &delta[0, 0], <int>n_out, 0, dp, <int>n_in)
+                 d, <int>n_out, 0, dp, <int>n_in)
             for i in range(N * n_in):
                 dp[i] = dp[i] * D[i]
+    free(sums)
 
 
 def squared_norm(const floating[::1] x):
