@@ -18,13 +18,19 @@ def _positive_int(text):
 
 def _add_reproduce(subparsers):
     p = subparsers.add_parser(
-        "reproduce", help="run one of the paper's FNN experiments (MATH.md §8)",
+        "reproduce", help="run one of the paper's experiments (MATH.md §8)",
         description="Train LySep and gradient descent over the experiment's grid "
                     "(architectures x seeds; interface: x four time slices), tune GD's "
                     "learning rate once, and write the table (Markdown, CSV), figures and "
                     "one JSON record per run to the output folder.  Finished runs are "
                     "skipped, so an interrupted grid resumes where it stopped.")
-    p.add_argument("experiment", choices=("circle", "interface"))
+    p.add_argument("experiment", choices=("circle", "interface", "cnn"))
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data", choices=("fashion-mnist",), default=None,
+                      help="cnn: the data set (default fashion-mnist, from the Debian "
+                           "package dataset-fashion-mnist)")
+    data.add_argument("--data-dir", metavar="DIR",
+                      help="cnn: a folder with the four MNIST-format (IDX) files instead")
     p.add_argument("--quick", action="store_true",
                    help="reduced grid (2 seeds, 2 architectures, short budgets): under two "
                         "minutes; default output results/<experiment>-quick")
@@ -41,9 +47,12 @@ def _add_reproduce(subparsers):
 
 def _run_reproduce(args):
     from .experiments import reproduce
+    if args.experiment != "cnn" and (args.data or args.data_dir):
+        print("lysep: error: --data and --data-dir are for the cnn experiment", file=sys.stderr)
+        return 2
     return reproduce(args.experiment, out=args.out, n_jobs=args.jobs, n_seeds=args.seeds,
                      quick=args.quick, table_only=args.table_only,
-                     figures=not args.no_figures)
+                     figures=not args.no_figures, data=args.data_dir or args.data)
 
 
 def _add_demo(subparsers):

@@ -52,10 +52,14 @@ from .datasets import INTERFACE_TIMES, allen_cahn_field, allen_cahn_grid, allen_
     circle
 from .exceptions import ConvergenceWarning
 
-EXPERIMENTS = ("circle", "interface")
+EXPERIMENTS = ("circle", "interface", "cnn")
 SOLVERS = ("lysep", "gd")
 TABLE_ORDER = ("gd", "lysep")              # the paper lists CE-FNN first
 MODEL_NAMES = {"lysep": "LySep-FNN", "gd": "CE-FNN"}
+CNN_MODEL_NAMES = {"lysep": "LySep-CNN", "gd": "CE-CNN"}
+#: CNN grid (MATH.md §8): conv layers x channels; pools chosen so that the conv output
+#: reaching the dense part is 7 x 7 for every depth (28 -> 7).
+CNN_POOLS = {1: (4,), 2: (2, 2), 3: (2, 2, 1)}
 LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: GD rate of ``lysep demo``: the rate ``lysep reproduce circle`` tuned (docs/results/circle).
 DEMO_GD_LEARNING_RATE = 1.0
@@ -80,6 +84,11 @@ class Grid:
     train_seed: int = 0
     test_seed: int = 1
     activation: str = "tanh"
+    # the CNN experiment only (None for the FNN grids)
+    data: object = None           # "fashion-mnist" or a folder of MNIST-format files
+    batch_size: object = None
+    refresh_every: object = None
+    hidden: object = None         # width of the one hidden dense layer
 
     @property
     def cells(self):
@@ -91,21 +100,41 @@ class Grid:
         return d
 
 
-def make_grid(experiment, *, quick=False, n_seeds=None):
+def make_grid(experiment, *, quick=False, n_seeds=None, data=None):
     """The full grid of `experiment`, or its ``--quick`` reduction (under two minutes)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {EXPERIMENTS}")
+    n = n_seeds if n_seeds is not None else (2 if quick else 10)
+    if n < 1:
+        raise ValueError(f"--seeds must be at least 1, got {n}")
+    if experiment == "cnn":
+        return _cnn_grid(quick, n_seeds, data)
     if experiment == "circle":
         archs = ((3, 20), (19, 20)) if quick else ((3, 20), (5, 20), (9, 20), (14, 20), (19, 20))
         times = (None,)
     else:
         archs = ((3, 20), (9, 20)) if quick else ((3, 20), (9, 20), (19, 20))
         times = (INTERFACE_TIMES[0], INTERFACE_TIMES[-1]) if quick else tuple(INTERFACE_TIMES)
-    n = n_seeds if n_seeds is not None else (2 if quick else 10)
-    if n < 1:
-        raise ValueError(f"--seeds must be at least 1, got {n}")
     budgets = dict(lysep_iter=50, gd_iter=500, learning_rates=(0.1, 1.0)) if quick else {}
     return Grid(experiment, archs, times, tuple(range(n)), **budgets)
+
+
+def _cnn_grid(quick, n_seeds, data):
+    """Conv layers {1,2,3} x channels {4,8,16}, one hidden dense layer of 32, mini-batches
+    of 1000 refreshed every 10 iterations (MATH.md §6), a 3000-image training subset of the
+    data (1000 test images), 40 iterations, 2 seeds: a reduced grid that runs in about ten
+    minutes on two cores.  LySep and GD get the same number of iterations (a LySep sweep
+    costs more; the paper compares at equal iteration counts).  --quick: one- and two-conv
+    architectures with 4 channels, one seed, 10 iterations on 500 images."""
+    data = data or "fashion-mnist"
+    if quick:
+        return Grid("cnn", ((1, 4), (2, 4)), (None,), tuple(range(n_seeds or 1)),
+                    lysep_iter=10, gd_iter=10, learning_rates=(0.3,), n_train=500,
+                    n_test=200, data=data, batch_size=250, refresh_every=5, hidden=16)
+    archs = tuple((lc, c) for lc in (1, 2, 3) for c in (4, 8, 16))
+    return Grid("cnn", archs, (None,), tuple(range(n_seeds or 2)), lysep_iter=40, gd_iter=40,
+                learning_rates=(0.1, 0.3, 1.0), n_train=3000, n_test=1000, data=data,
+                batch_size=1000, refresh_every=10, hidden=32)
 
 
 # -- one run ---------------------------------------------------------------------------
@@ -127,6 +156,10 @@ class RunSpec:
     train_seed: int
     test_seed: int
     activation: str
+    data: object = None               # the CNN experiment only (see Grid)
+    batch_size: object = None
+    refresh_every: object = None
+    hidden: object = None
 
     @property
     def arch(self):
@@ -143,7 +176,13 @@ class RunSpec:
         return f"{self.solver} {self.arch}{t} seed {self.seed}"
 
     def config(self):
-        return dataclasses.asdict(self)
+        """The fields that define the run (the CNN-only ones only for the CNN grid, so FNN
+        records keep their format)."""
+        c = dataclasses.asdict(self)
+        if self.experiment != "cnn":
+            for key in ("data", "batch_size", "refresh_every", "hidden"):
+                del c[key]
+        return c
 
     def cost(self):
         """Rough cost in GD-iteration units of one layer (one sweep ~ four GD steps)."""
@@ -156,12 +195,19 @@ def make_spec(grid, time_, arch, solver, seed, learning_rate=None):
                    grid.lysep_iter if lysep else grid.gd_iter,
                    None if lysep else float(learning_rate),
                    grid.penalty_scale if lysep else None, grid.n_train, grid.n_test,
-                   grid.train_seed, grid.test_seed, grid.activation)
+                   grid.train_seed, grid.test_seed, grid.activation, grid.data,
+                   grid.batch_size, grid.refresh_every, grid.hidden)
 
 
 @functools.lru_cache(maxsize=16)
-def load_data(experiment, time_, n_train, n_test, train_seed, test_seed):
+def load_data(experiment, time_, n_train, n_test, train_seed, test_seed, data=None):
     """(X_train, y_train, X_test, y_test) of one problem (cached per process)."""
+    if experiment == "cnn":
+        from .datasets import load_fashion_mnist, load_idx
+        X, y, Xt, yt = load_fashion_mnist() if data == "fashion-mnist" else load_idx(data)
+        train = np.random.default_rng(train_seed).choice(len(X), n_train, replace=False)
+        test = np.random.default_rng(test_seed).choice(len(Xt), n_test, replace=False)
+        return X[np.sort(train)], y[np.sort(train)], Xt[np.sort(test)], yt[np.sort(test)]
     if experiment == "circle":
         return (*circle(n_train, random_state=train_seed), *circle(n_test, random_state=test_seed))
     return (*allen_cahn_interface(time_, n_train, random_state=train_seed),
@@ -206,16 +252,28 @@ def _status(clf, spec, messages):
     return "completed" if clf.n_iter_ == spec.max_iter else "stopped"
 
 
+def _estimator(spec):
+    """The estimator a run trains: an FNN of depth x width, or (CNN grid) a CNN with depth
+    conv layers of width channels."""
+    common = dict(activation=spec.activation, solver=spec.solver, max_iter=spec.max_iter,
+                  learning_rate_init=spec.learning_rate if spec.solver == "gd" else 0.1,
+                  penalty_scale=spec.penalty_scale if spec.solver == "lysep" else 0.01,
+                  random_state=spec.seed)
+    if spec.experiment == "cnn":
+        from ._cnn import CNNClassifier
+        return CNNClassifier(conv_channels=(spec.width,) * spec.depth,
+                             pool_size=CNN_POOLS[spec.depth], hidden_layer_sizes=(spec.hidden,),
+                             batch_size=spec.batch_size, refresh_every=spec.refresh_every,
+                             **common)
+    return FNNClassifier(hidden_layer_sizes=(spec.width,) * spec.depth, tol=0.0,
+                         n_iter_no_change=spec.max_iter, **common)
+
+
 def run_one(spec):
     """Train one model as `spec` says; return (record, parameters)."""
     X, y, X_test, y_test = load_data(spec.experiment, spec.time, spec.n_train, spec.n_test,
-                                     spec.train_seed, spec.test_seed)
-    clf = FNNClassifier(
-        hidden_layer_sizes=(spec.width,) * spec.depth, activation=spec.activation,
-        solver=spec.solver, max_iter=spec.max_iter,
-        learning_rate_init=spec.learning_rate if spec.solver == "gd" else 0.1,
-        penalty_scale=spec.penalty_scale if spec.solver == "lysep" else 0.01,
-        tol=0.0, n_iter_no_change=spec.max_iter, random_state=spec.seed)
+                                     spec.train_seed, spec.test_seed, spec.data)
+    clf = _estimator(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ConvergenceWarning)   # the budget is the protocol
@@ -234,18 +292,24 @@ def run_one(spec):
         "test_ce": _log_loss(clf, X_test, y_test), "test_accuracy": clf.score(X_test, y_test),
         "loss_curve": loss, "accuracy_curve": acc, "surrogate_curve": clf.surrogate_curve_,
         "warnings": messages,
-        "label_map": {"size": MAP_SIZE, "classes": clf.classes_.tolist(),
-                      "encoding": "zlib+base64 uint8 class indices, rows = y ascending",
-                      "data": encode_labels(np.searchsorted(
-                          clf.classes_, clf.predict(map_points())))},
         "versions": {"lysep": __version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "host": {"machine": platform.machine(), "cpu_count": os.cpu_count()},
     }
+    if spec.experiment == "cnn":           # curves every refresh_every iterations
+        record["curve_iterations"] = clf.curve_iterations_
+        record["batch_loss_curve"] = clf.batch_loss_curve_
+    else:                                  # a predicted-label map of [-1,1]^2
+        record["label_map"] = {"size": MAP_SIZE, "classes": clf.classes_.tolist(),
+                               "encoding": "zlib+base64 uint8 class indices, rows = y ascending",
+                               "data": encode_labels(np.searchsorted(
+                                   clf.classes_, clf.predict(map_points())))}
     if spec.solver == "lysep":
+        # Theorem B on what J measures: the whole set (FNN) or the current batch (CNN)
+        bound_loss = clf.batch_loss_curve_ if spec.experiment == "cnn" else loss
         record["bound_constant"] = clf.bound_constant_
         record["bound_holds"] = all(l <= clf.bound_constant_ * J * (1 + 1e-12)
-                                    for l, J in zip(loss, clf.surrogate_curve_))
+                                    for l, J in zip(bound_loss, clf.surrogate_curve_))
         record.update(_lysep_diagnostics(clf))
     params = {f"W{i}": W for i, W in enumerate(clf.coefs_)}
     params.update({f"b{i}": b for i, b in enumerate(clf.intercepts_)})
@@ -484,7 +548,8 @@ def summarise(records):
     rows = []
     for (t, depth, width, solver), rs in groups.items():
         row = {"experiment": rs[0]["config"]["experiment"], "time": t, "depth": depth,
-               "width": width, "solver": solver, "model": MODEL_NAMES[solver],
+               "width": width, "solver": solver,
+               "model": _model_name(rs[0]["config"]["experiment"], solver),
                "n_seeds": len(rs), "max_iter": rs[0]["config"]["max_iter"],
                "learning_rate": rs[0]["config"]["learning_rate"],
                "n_diverged": sum(diverged(r) for r in rs)}
@@ -492,6 +557,10 @@ def summarise(records):
             row[key + "_mean"], row[key + "_std"] = _mean_std([r.get(key, math.nan) for r in rs])
         rows.append(row)
     return rows
+
+
+def _model_name(experiment, solver):
+    return (CNN_MODEL_NAMES if experiment == "cnn" else MODEL_NAMES)[solver]
 
 
 def _pct(mean, std):
@@ -505,7 +574,8 @@ def table_markdown(rows, grid_info=None):
     exp = rows[0]["experiment"]
     interface = exp == "interface"
     lines = [_table_title(exp, rows), "", _table_header(rows, grid_info), ""]
-    head = (["Time"] if interface else []) + ["Hidden layers × width", "Model",
+    arch = "Conv layers × channels" if exp == "cnn" else "Hidden layers × width"
+    head = (["Time"] if interface else []) + [arch, "Model",
                                               "Training CE", "Training accuracy",
                                               "Test accuracy", "Seeds",
                                               "CPU / wall time per run (s)"]
@@ -524,12 +594,16 @@ def table_markdown(rows, grid_info=None):
 
 def _table_title(exp, rows):
     seeds = sorted({r["n_seeds"] for r in rows})
-    what = "Circle in/out" if exp == "circle" else "Allen–Cahn interface tracking"
+    what = {"circle": "Circle in/out", "interface": "Allen–Cahn interface tracking",
+            "cnn": "MNIST-format CNN"}[exp]
     return (f"## {what}: final training cross-entropy and accuracy "
             f"(mean ± std over {'/'.join(map(str, seeds))} seeds)")
 
 
 def _table_header(rows, grid_info):
+    if rows[0]["experiment"] == "cnn":
+        return _cnn_table_header(rows, grid_info)
+
     def budget(solver):
         return sorted({r["max_iter"] for r in rows if r["solver"] == solver})
     lrs = sorted({r["learning_rate"] for r in rows if r["solver"] == "gd"})
@@ -553,6 +627,24 @@ def _table_header(rows, grid_info):
             "CPU / wall time per run: means over seeds for one fit, one BLAS thread, "
             "runs in parallel worker processes (wall time also counts other load on the "
             "machine).")
+
+
+def _cnn_table_header(rows, grid_info):
+    grid = (grid_info or {}).get("grid", {})
+    tuning = (grid_info or {}).get("tuning") or {}
+    lrs = sorted({r["learning_rate"] for r in rows if r["solver"] == "gd"})
+    rates = ", ".join(f"{x:g}" for x in tuning.get("rates", []))
+    return (f"Data: {grid.get('data')}, a {grid.get('n_train')}-image training subset and "
+            f"{grid.get('n_test')} test images. Architecture: conv (3×3, stride 1, padding 1) "
+            "→ tanh → average pool per conv layer, pools chosen so the dense part always "
+            f"sees 7×7 maps (1 layer: 4; 2: 2, 2; 3: 2, 2, 1), one hidden dense layer of "
+            f"{grid.get('hidden')}, softmax. Mini-batches of {grid.get('batch_size')} "
+            f"refreshed every {grid.get('refresh_every')} iterations (MATH.md §6). "
+            f"LySep-CNN: {grid.get('lysep_iter')} sweeps, s = {grid.get('penalty_scale')}. "
+            f"CE-CNN: {grid.get('gd_iter')} mini-batch gradient steps, learning rate "
+            f"{', '.join(f'{x:g}' for x in lrs)} (tuned over {{{rates}}} on the first seed). "
+            "Training CE and accuracy of the true network on the whole training subset, "
+            "mean ± std over seeds (the seed changes the initialisation and the batches).")
 
 
 def write_tables(rows, records, out, grid_info):
@@ -616,13 +708,17 @@ def plot_curves(records, out, plt):
                 rs = by_arch[arch].get(solver)
                 if not rs:
                     continue
+                exp = rs[0]["config"]["experiment"]
+                # CNN curves are recorded every refresh_every iterations
+                x = np.asarray(rs[0].get("curve_iterations") or range(len(rs[0]["loss_curve"])))
                 for i, key in enumerate(("loss_curve", "accuracy_curve")):
-                    _band(axes[i, j], _padded([r[key] for r in rs]), solver, len(rs),
-                          upper=1.0 if i else None)
+                    _band(axes[i, j], x, _padded([r[key] for r in rs]), solver, len(rs),
+                          _model_name(exp, solver), upper=1.0 if i else None)
                 if solver == "lysep":          # J: the loss LySep actually minimises
                     J = _padded([r["surrogate_curve"] for r in rs]).mean(axis=0)
-                    axes[0, j].plot(np.arange(J.size), J, color=_COLOURS[solver], lw=1.0,
-                                    ls="--", label="LySep J (mean)")
+                    axes[0, j].plot(x, J, color=_COLOURS[solver], lw=1.0, ls="--",
+                                    label="LySep J (mean)" + (", of the batch" if exp == "cnn"
+                                                              else ""))
             axes[0, j].set_title(f"{arch[0]} × {arch[1]}")
             axes[0, j].set_yscale("log")
             axes[1, j].set_xlabel("iteration (LySep: sweep)")
@@ -639,11 +735,10 @@ def plot_curves(records, out, plt):
     return paths
 
 
-def _band(ax, curves, solver, n, upper=None):
-    x = np.arange(curves.shape[1])
+def _band(ax, x, curves, solver, n, label, upper=None):
     mean = curves.mean(axis=0)
     std = curves.std(axis=0, ddof=1) if n > 1 else np.zeros_like(mean)
-    ax.plot(x, mean, color=_COLOURS[solver], lw=1.3, label=f"{MODEL_NAMES[solver]} ({n})")
+    ax.plot(x, mean, color=_COLOURS[solver], lw=1.3, label=f"{label} ({n})")
     ax.fill_between(x, np.maximum(mean - std, 0.0), np.minimum(mean + std, upper or np.inf),
                     color=_COLOURS[solver], alpha=0.25, lw=0)
 
@@ -653,7 +748,8 @@ def _tsuffix(t):
 
 
 def _figure_title(experiment, t, what):
-    name = "circle in/out" if experiment == "circle" else f"Allen–Cahn interface, t = {t:g}"
+    name = {"circle": "circle in/out", "cnn": "MNIST-format CNN"}.get(experiment) \
+        or f"Allen–Cahn interface, t = {t:g}"
     return f"{name}: {what}"
 
 
@@ -746,20 +842,22 @@ def make_figures(records, out):
         return []
     if not records:
         return []
+    if records[0]["config"]["experiment"] == "cnn":    # no 2-D input to map
+        return plot_curves(records, out, plt)
     return plot_curves(records, out, plt) + plot_label_maps(records, out, plt)
 
 
 # -- the command -----------------------------------------------------------------------
 
 def reproduce(experiment, *, out=None, n_jobs=None, n_seeds=None, quick=False,
-              table_only=False, figures=True):
+              table_only=False, figures=True, data=None):
     """``lysep reproduce``: tune, train (resuming), then write tables and figures."""
     out = Path(out or Path("results") / (experiment + ("-quick" if quick else "")))
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "grid.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     if not table_only:
-        info = _train_grid(make_grid(experiment, quick=quick, n_seeds=n_seeds), out,
+        info = _train_grid(make_grid(experiment, quick=quick, n_seeds=n_seeds, data=data), out,
                            n_jobs or default_jobs(), info)
         _write_json(info_path, info)
     records = [r for r in load_records(out) if r["config"]["experiment"] == experiment]
