@@ -102,6 +102,17 @@ def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, gr
     for t in range(max_backtracks + 1):
         if active.size == 0:
             break
+        # a row whose promised decrease is below the rounding level of its objective
+        # keeps its value: past that point the comparison is noise (needs no trial)
+        if shared:
+            give_up = np.full(active.size, step[active[0]] * gsq[active].sum()
+                              <= noise * np.abs(f0[active]).sum())
+        else:
+            give_up = step[active] * gsq[active] <= noise * np.abs(f0[active])
+        failed.append(active[give_up])
+        active = active[~give_up]
+        if active.size == 0:
+            break
         n_trials += 1
         st = step[active].astype(Z.dtype)[:, None]
         Zt = Z[active] - st * g[active]
@@ -111,17 +122,15 @@ def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, gr
         f = trial_objective(active, At, Rt)
         if shared:   # one decision on the sums (the paper's single step size)
             s0 = step[active[0]]
-            give_up = np.full(active.size, s0 * gsq[active].sum() <= noise * np.abs(f0[active]).sum())
             accept = np.full(active.size, f.sum() <= f0[active].sum() - armijo * s0 * gsq[active].sum())
-        else:        # below the rounding level of f0 the comparison is noise: give up
-            give_up = step[active] * gsq[active] <= noise * np.abs(f0[active])
+        else:
             accept = f <= f0[active] - armijo * step[active] * gsq[active]
-        accept &= ~give_up
-        retry = ~(accept | give_up)
+        retry = ~accept
         rows = active[accept]
         Z_out[rows], A_out[rows], R_out[rows] = Zt[accept], At[accept], Rt[accept]
         commit(rows, accept)
-        failed.append(active[give_up | (retry if t == max_backtracks else False)])
+        if t == max_backtracks:
+            failed.append(active[retry])
         step[active[retry]] *= shrink
         active = active[retry]
     failed = np.sort(np.concatenate(failed)) if failed else np.zeros(0, dtype=np.intp)

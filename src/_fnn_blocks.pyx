@@ -204,36 +204,55 @@ cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
         s.active[i] = i
 
 
-cdef void _search_decide(_Search *s, Py_ssize_t n_active) noexcept nogil:
-    """Armijo test per row (or on the sum over rows when the step is shared).  A row
-    gives up (keeps its value) once the decrease its step promises, step*|g|^2, is
-    below the rounding level of its objective: past that point the comparison is noise
-    and two correct implementations would decide differently."""
+cdef void _search_give_up(_Search *s, Py_ssize_t n_active) noexcept nogil:
+    """A row gives up (keeps its value) once the decrease its step promises,
+    step*|g|^2, is below the rounding level of its objective: past that point the
+    Armijo comparison is noise and two correct implementations would decide
+    differently.  The test needs no trial, so it runs before the trial is evaluated."""
     cdef Py_ssize_t a, i
-    cdef double F0 = 0, F = 0, G = 0, A0 = 0
+    cdef double G = 0, A0 = 0
     cdef char decision
     if s.shared:
         for a in range(n_active):
             i = s.active[a]
-            F0 += s.f0[i]; F += s.f_trial[a]; G += s.gsq[i]; A0 += fabs(s.f0[i])
-        i = s.active[0]
-        if s.step[i] * G <= s.noise * A0:
-            decision = _GIVE_UP
-        elif F <= F0 - s.armijo * s.step[i] * G:
-            decision = _ACCEPT
-        else:
-            decision = _RETRY
+            G += s.gsq[i]; A0 += fabs(s.f0[i])
+        decision = _GIVE_UP if s.step[s.active[0]] * G <= s.noise * A0 else _RETRY
         for a in range(n_active):
             s.accept[a] = decision
     else:
         for a in range(n_active):
             i = s.active[a]
-            if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i]):
-                s.accept[a] = _GIVE_UP
-            elif s.f_trial[a] <= s.f0[i] - s.armijo * s.step[i] * s.gsq[i]:
-                s.accept[a] = _ACCEPT
-            else:
-                s.accept[a] = _RETRY
+            s.accept[a] = (_GIVE_UP if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i])
+                           else _RETRY)
+
+
+cdef Py_ssize_t _search_drop(_Search *s, Py_ssize_t n_active) noexcept nogil:
+    """Drop the rows that gave up from the active list (order kept)."""
+    cdef Py_ssize_t a, keep = 0
+    for a in range(n_active):
+        if s.accept[a] == _RETRY:
+            s.active[keep] = s.active[a]
+            keep += 1
+    return keep
+
+
+cdef void _search_decide(_Search *s, Py_ssize_t n_active) noexcept nogil:
+    """Armijo test per row (or on the sums over rows when the step is shared)."""
+    cdef Py_ssize_t a, i
+    cdef double F0 = 0, F = 0, G = 0
+    cdef char decision
+    if s.shared:
+        for a in range(n_active):
+            i = s.active[a]
+            F0 += s.f0[i]; F += s.f_trial[a]; G += s.gsq[i]
+        decision = (_ACCEPT if F <= F0 - s.armijo * s.step[s.active[0]] * G else _RETRY)
+        for a in range(n_active):
+            s.accept[a] = decision
+    else:
+        for a in range(n_active):
+            i = s.active[a]
+            s.accept[a] = (_ACCEPT if s.f_trial[a] <= s.f0[i] - s.armijo * s.step[i] * s.gsq[i]
+                           else _RETRY)
 
 
 cdef Py_ssize_t _search_compact(_Search *s, Py_ssize_t n_active) noexcept nogil:
@@ -337,6 +356,15 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
         _search_start(&s, &eta[0])
         n_active = N
         for t in range(max_backtracks + 1):
+            _search_give_up(&s, n_active)
+            for a in range(n_active):
+                if s.accept[a] == _GIVE_UP:  # keeps its values
+                    i = s.active[a]
+                    n_failed += 1
+                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+            n_active = _search_drop(&s, n_active)
             if n_active == 0:
                 break
             n_trials += 1
@@ -357,7 +385,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
                     if At != &A_out[0, 0]:
                         memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     ce_i[i] = ce_t[a]
-                elif s.accept[a] == _GIVE_UP or t == max_backtracks:
+                elif t == max_backtracks:
                     n_failed += 1       # no acceptable step: the row keeps its values
                     memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
                     memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
@@ -429,6 +457,16 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         _search_start(&s, &eta[0])
         n_active = N
         for t in range(max_backtracks + 1):
+            _search_give_up(&s, n_active)
+            for a in range(n_active):
+                if s.accept[a] == _GIVE_UP:  # keeps its values
+                    i = s.active[a]
+                    n_failed += 1
+                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
+                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
+            n_active = _search_drop(&s, n_active)
             if n_active == 0:
                 break
             n_trials += 1
@@ -451,7 +489,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                 if s.accept[a] == _ACCEPT and At != &A_out[0, 0]:
                     memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
                     memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
-                elif s.accept[a] == _GIVE_UP or t == max_backtracks:
+                elif s.accept[a] == _RETRY and t == max_backtracks:
                     n_failed += 1       # no acceptable step: the row keeps its values
                     memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
                     memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
