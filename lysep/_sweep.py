@@ -52,19 +52,23 @@ class Forward:
         self.kind = ACTIVATION_CODES[activation]
         self.ws = _Workspace(dtype)
 
-    def logits(self, X, weights, biases, keep_derivatives=False):
-        """Return the logits; Z[i], A[i] (and D[i] = sigma'(Z[i])) stay in self.Z,
-        self.A, self.D (buffers reused by the next call)."""
+    def logits(self, X, weights, biases, keep_derivatives=False, keep_layers=False):
+        """Return the logits.  With keep_layers (implied by keep_derivatives) Z[i], A[i]
+        and D[i] = sigma'(Z[i]) stay in self.Z, self.A, self.D, in buffers reused by the
+        next call; without, two alternating buffers serve every layer (an evaluation of
+        the loss then holds two layers, not all of them)."""
         N = X.shape[0]
+        keep = keep_layers or keep_derivatives
         self.Z, self.A, self.D = [], [], []
         prev = X
         for i, (W, b) in enumerate(zip(weights, biases)):
-            Z = self.ws(f"Z{i}", (N, W.shape[1]))
+            slot = i if keep else i % 2
+            Z = self.ws(f"Z{slot}", (N, W.shape[1]))
             self.k.affine(prev, W, b, Z)
             if i == len(weights) - 1:
                 return Z
-            A = self.ws(f"A{i}", Z.shape)
-            D = self.ws(f"D{i}", Z.shape) if keep_derivatives else None
+            A = self.ws(f"A{slot}", Z.shape)
+            D = self.ws(f"D{slot}", Z.shape) if keep_derivatives else None
             self.k.activation(Z, self.kind, A, D)
             self.Z.append(Z)
             self.A.append(A)
@@ -125,7 +129,8 @@ class LySepState:
     def _init_auxiliary(self):
         """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
         fwd = Forward(self.k, self.activation, self.X.dtype)
-        self.ce, _ = self.k.softmax_ce(fwd.logits(self.X, self.W, self.b), self.y)
+        self.ce, _ = self.k.softmax_ce(fwd.logits(self.X, self.W, self.b, keep_layers=True),
+                                       self.y)
         self.Z = [Z.copy() for Z in fwd.Z]
         self.A = [A.copy() for A in fwd.A]
 
