@@ -277,6 +277,15 @@ cdef void _search_finish(_Search *s, double *eta) noexcept nogil:
             eta[i] = s.step[i] * s.lipschitz
 
 
+cdef inline void _keep_row(Py_ssize_t i, Py_ssize_t n, const floating *Z, const floating *A,
+                           const floating *R, floating *Z_out, floating *A_out,
+                           floating *R_out) noexcept nogil:
+    """Row i of the candidate keeps the current values (no acceptable step)."""
+    memcpy(Z_out + i * n, Z + i * n, n * sizeof(floating))
+    memcpy(A_out + i * n, A + i * n, n * sizeof(floating))
+    memcpy(R_out + i * n, R + i * n, n * sizeof(floating))
+
+
 cdef inline void _trial_rows(_Search *s, Py_ssize_t n_active, Py_ssize_t n, int kind,
                              const floating *Z, const floating *R, const floating *g,
                              floating *Z_out, floating *R_out, floating *Ac) noexcept nogil:
@@ -358,12 +367,10 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
         for t in range(max_backtracks + 1):
             _search_give_up(&s, n_active)
             for a in range(n_active):
-                if s.accept[a] == _GIVE_UP:  # keeps its values
-                    i = s.active[a]
+                if s.accept[a] == _GIVE_UP:
                     n_failed += 1
-                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    _keep_row(s.active[a], n, &Z[0, 0], &A[0, 0], &R[0, 0],
+                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
             n_active = _search_drop(&s, n_active)
             if n_active == 0:
                 break
@@ -387,9 +394,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
                     ce_i[i] = ce_t[a]
                 elif t == max_backtracks:
                     n_failed += 1       # no acceptable step: the row keeps its values
-                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
+                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
             n_active = _search_compact(&s, n_active)
         _search_finish(&s, &eta[0])
         for i in range(N):
@@ -459,12 +465,11 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         for t in range(max_backtracks + 1):
             _search_give_up(&s, n_active)
             for a in range(n_active):
-                if s.accept[a] == _GIVE_UP:  # keeps its values
+                if s.accept[a] == _GIVE_UP:
                     i = s.active[a]
                     n_failed += 1
-                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
+                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
                     memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
             n_active = _search_drop(&s, n_active)
             if n_active == 0:
@@ -491,9 +496,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                     memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
                 elif s.accept[a] == _RETRY and t == max_backtracks:
                     n_failed += 1       # no acceptable step: the row keeps its values
-                    memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-                    memcpy(&A_out[i, 0], &A[i, 0], n * sizeof(floating))
-                    memcpy(&R_out[i, 0], &R[i, 0], n * sizeof(floating))
+                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
+                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
                     memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
             n_active = _search_compact(&s, n_active)
         _search_finish(&s, &eta[0])
