@@ -59,6 +59,22 @@ def true_loss(X, y, W, b, name):
     return cross_entropy(prev @ W[-1].astype(np.float64) + b[-1], y)
 
 
+def central_difference(f, x, idx, h=1e-6):
+    """(f(x + h e_idx) - f(x - h e_idx)) / 2h, perturbing the array x in place."""
+    old = x[idx]
+    x[idx] = old + h
+    fp = f()
+    x[idx] = old - h
+    fm = f()
+    x[idx] = old
+    return (fp - fm) / (2 * h)
+
+
+def sample_indices(shape, n, rng):
+    """n random multi-indices into an array of `shape`."""
+    return [tuple(int(rng.integers(0, d)) for d in shape) for _ in range(n)]
+
+
 @pytest.fixture(params=DTYPES, ids=["float64", "float32"])
 def dtype(request):
     return request.param

@@ -15,6 +15,8 @@ from lysep._activations import ACTIVATION_CODES, LIPSCHITZ
 from lysep._cnn import CNNClassifier, init_cnn_parameters
 from lysep._cnn_sweep import CNN_BACKENDS, Architecture, CNNGDState, CNNLySepState
 
+from conftest import central_difference, sample_indices
+
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 2e-5}
 FMNIST = "/usr/share/datasets/fashion-mnist"
@@ -109,20 +111,6 @@ def make_cnn(N=24, H=8, C=2, channels=(3, 4), pools=(2, 1), pool="avg", hidden=(
     y = rng.integers(0, K, N).astype(np.int64)
     W, b = init_cnn_parameters(arch, rng, dtype)
     return arch, X, y, W, b
-
-
-def _fd(f, x, idx, h=1e-6):
-    old = x[idx]
-    x[idx] = old + h
-    fp = f()
-    x[idx] = old - h
-    fm = f()
-    x[idx] = old
-    return (fp - fm) / (2 * h)
-
-
-def _sample(shape, n, rng):
-    return [tuple(int(rng.integers(0, d)) for d in shape) for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------
@@ -235,8 +223,8 @@ def test_conv_z_block_gradient(cfg, name):
         grad = grad.reshape(st.Z[j].shape).copy()
         assert np.allclose(gsq, np.sum(grad.reshape(st.N, -1) ** 2, axis=1))
         f = lambda: J_scratch(st.arch, st.X, st.y, st.W, st.b, st.Z, name, st.s)  # noqa: E731
-        for idx in _sample(st.Z[j].shape, 6, rng):
-            fd = st.N * _fd(f, st.Z[j], idx)
+        for idx in sample_indices(st.Z[j].shape, 6, rng):
+            fd = st.N * central_difference(f, st.Z[j], idx)
             assert fd == pytest.approx(grad[idx], rel=1e-5, abs=1e-7)
 
 
@@ -258,8 +246,8 @@ def test_kernel_block_is_the_minimiser_of_J(cfg):
         assert J_of(st.W[i].ravel()) <= best.fun + 1e-10
         assert np.allclose(st.W[i].ravel(), best.x, rtol=1e-4, atol=1e-5)
         Kv = st.W[i].ravel().copy()
-        for idx in _sample(Kv.shape, 6, np.random.default_rng(i)):
-            assert abs(_fd(lambda: J_of(Kv), Kv, idx)) < 1e-6
+        for idx in sample_indices(Kv.shape, 6, np.random.default_rng(i)):
+            assert abs(central_difference(lambda: J_of(Kv), Kv, idx)) < 1e-6
 
 
 @pytest.mark.parametrize("cfg", list(CONFIGS))
@@ -272,8 +260,8 @@ def test_gd_cnn_backprop_gradient(cfg, name):
     rng = np.random.default_rng(6)
     for params, grads in ((W, gW), (b, gb)):
         for p, g in zip(params, grads):
-            for idx in _sample(p.shape, 4, rng):
-                fd = _fd(lambda: loss_scratch(arch, X, y, W, b, name), p, idx)
+            for idx in sample_indices(p.shape, 4, rng):
+                fd = central_difference(lambda: loss_scratch(arch, X, y, W, b, name), p, idx)
                 assert fd == pytest.approx(g[idx], rel=1e-5, abs=1e-8)
 
 

@@ -8,7 +8,8 @@ from lysep._activations import ACTIVATION_CODES
 from lysep._backend import COMPILED
 from lysep._sweep import GDState, LySepState
 
-from conftest import J_from_scratch, make_problem, true_loss
+from conftest import (J_from_scratch, central_difference, make_problem, sample_indices,
+                      true_loss)
 
 ACTS = ["tanh", "sigmoid", "softplus"]       # smooth: relu has kinks
 
@@ -22,22 +23,8 @@ def _state(name, s=0.3, seed=0):
     return st
 
 
-def _fd(f, x, idx, h=1e-6):
-    old = x[idx]
-    x[idx] = old + h
-    fp = f()
-    x[idx] = old - h
-    fm = f()
-    x[idx] = old
-    return (fp - fm) / (2 * h)
-
-
 def _J(st):
     return J_from_scratch(st.X, st.y, st.W, st.b, st.Z, st._name, st.s)
-
-
-def _sample(shape, k, rng):
-    return [tuple(rng.integers(0, n) for n in shape) for _ in range(k)]
 
 
 @pytest.mark.parametrize("name", ACTS)
@@ -54,10 +41,10 @@ def test_output_block_gradient(name):
                             np.empty_like(W), np.empty_like(b), np.empty((N, K)),
                             np.empty((N, K)), gW, gb)
     rng = np.random.default_rng(0)
-    for idx in _sample(W.shape, 6, rng):
-        assert _fd(lambda: _J(st), W, idx) == pytest.approx(gW[idx], rel=1e-5, abs=1e-8)
+    for idx in sample_indices(W.shape, 6, rng):
+        assert central_difference(lambda: _J(st), W, idx) == pytest.approx(gW[idx], rel=1e-5, abs=1e-8)
     for j in range(K):
-        assert _fd(lambda: _J(st), b, (j,)) == pytest.approx(gb[j], rel=1e-5, abs=1e-8)
+        assert central_difference(lambda: _J(st), b, (j,)) == pytest.approx(gb[j], rel=1e-5, abs=1e-8)
 
 
 @pytest.mark.parametrize("name", ACTS)
@@ -73,8 +60,8 @@ def test_last_hidden_block_gradient(name):
                             np.empty_like(Z), np.empty_like(Z), grad,
                             np.empty((N, st.W[m].shape[1])))
     rng = np.random.default_rng(1)
-    for idx in _sample(Z.shape, 8, rng):
-        assert N * _fd(lambda: _J(st), Z, idx) == pytest.approx(grad[idx], rel=1e-5, abs=1e-7)
+    for idx in sample_indices(Z.shape, 8, rng):
+        assert N * central_difference(lambda: _J(st), Z, idx) == pytest.approx(grad[idx], rel=1e-5, abs=1e-7)
 
 
 @pytest.mark.parametrize("name", ACTS)
@@ -93,8 +80,8 @@ def test_hidden_block_gradient(name, j):
                               np.empty((N, n2)), np.empty_like(Z), grad, np.empty((N, n2)),
                               np.empty((N, n2)))
     rng = np.random.default_rng(2)
-    for idx in _sample(Z.shape, 8, rng):
-        fd = N * _fd(lambda: _J(st), Z, idx)
+    for idx in sample_indices(Z.shape, 8, rng):
+        fd = N * central_difference(lambda: _J(st), Z, idx)
         # abs: the difference quotient's rounding noise, N * eps * J / h ~ 1e-8
         assert fd == pytest.approx(grad[idx], rel=1e-5, abs=1e-7)
 
@@ -111,6 +98,6 @@ def test_gd_backprop_gradient(name):
     Ws, bs = params[:len(W)], params[len(W):]
     rng = np.random.default_rng(4)
     for p, g in zip(params, grads):
-        for idx in _sample(p.shape, 4, rng):
-            fd = _fd(lambda: true_loss(X, y, Ws, bs, name), p, idx)
+        for idx in sample_indices(p.shape, 4, rng):
+            fd = central_difference(lambda: true_loss(X, y, Ws, bs, name), p, idx)
             assert fd == pytest.approx(g[idx], rel=1e-5, abs=1e-8)
