@@ -71,16 +71,13 @@ def _summarise_states(times, results, work, names):
     return out
 
 
-def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
-    """(a) and (c): compiled vs reference LySep sweep, interleaved with a DGEMM."""
-    from lysep._backend import COMPILED, REFERENCE
-    X, y = _data(N)
-    states = {"reference": _state(REFERENCE, X, y, sizes, np.float64),
-              "compiled": _state(COMPILED, X, y, sizes, np.float64)}
+def _interleave_states(states, sizes, extra_tasks, rounds, warmup, log):
+    """Sweep every state in `states` (and run `extra_tasks`) round by round, counting
+    each timed sweep's work; returns (times, work, per-state summary)."""
     counters = {n: SweepCounter(s, sizes) for n, s in states.items()}
     work = {n: [] for n in states}
     tasks = {n: s.sweep for n, s in states.items()}
-    tasks["dgemm"] = gemm_task(gemm_size, np.float64)
+    tasks.update(extra_tasks)
 
     def before(n):
         if n in counters:
@@ -93,7 +90,17 @@ def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
             log(f"   {n:9s} sweep {dt:8.3f}s  trials {res.get('trials')}")
 
     times, results = interleave(tasks, rounds, warmup, before, after)
-    out = _summarise_states(times, results, work, list(states))
+    return times, work, _summarise_states(times, results, work, list(states))
+
+
+def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
+    """(a) and (c): compiled vs reference LySep sweep, interleaved with a DGEMM."""
+    from lysep._backend import COMPILED, REFERENCE
+    X, y = _data(N)
+    states = {"reference": _state(REFERENCE, X, y, sizes, np.float64),
+              "compiled": _state(COMPILED, X, y, sizes, np.float64)}
+    times, work, out = _interleave_states(
+        states, sizes, {"dgemm": gemm_task(gemm_size, np.float64)}, rounds, warmup, log)
     ratio, per_round = ratios(times["reference"], times["compiled"])
     norm = [(tr / wr["flops"]) / (tc / wc["flops"]) for tr, wr, tc, wc in
             zip(times["reference"], work["reference"], times["compiled"], work["compiled"])]
@@ -109,7 +116,7 @@ def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
         "compiled_fraction_of_dgemm_median": median(frac),
         "compiled_fraction_of_dgemm_per_round": frac,
     }
-    del states, tasks, counters
+    del states
     free()
     return res
 
@@ -120,24 +127,9 @@ def compare_dtypes(sizes, N, warmup, rounds, gemm_size, log):
     X, y = _data(N)
     states = {"float64": _state(COMPILED, X, y, sizes, np.float64),
               "float32": _state(COMPILED, X, y, sizes, np.float32)}
-    counters = {n: SweepCounter(s, sizes) for n, s in states.items()}
-    work = {n: [] for n in states}
-    tasks = {n: s.sweep for n, s in states.items()}
-    tasks["dgemm"] = gemm_task(gemm_size, np.float64)
-    tasks["sgemm"] = gemm_task(gemm_size, np.float32)
-
-    def before(n):
-        if n in counters:
-            counters[n].before()
-
-    def after(n, res, dt, timed):
-        if n in counters and timed:
-            work[n].append(counters[n].after(res))
-        if n in counters:
-            log(f"   {n} sweep {dt:8.3f}s  trials {res.get('trials')}")
-
-    times, results = interleave(tasks, rounds, warmup, before, after)
-    out = _summarise_states(times, results, work, list(states))
+    times, work, out = _interleave_states(
+        states, sizes, {"dgemm": gemm_task(gemm_size, np.float64),
+                        "sgemm": gemm_task(gemm_size, np.float32)}, rounds, warmup, log)
     ratio, per_round = ratios(times["float64"], times["float32"])
     gemm = {k: [2.0 * gemm_size ** 3 / t / 1e9 for t in times[k]] for k in ("dgemm", "sgemm")}
     res = {"hidden": [sizes[1], len(sizes) - 2], "N": N, "rounds": rounds, "warmup_sweeps": warmup,
@@ -146,7 +138,7 @@ def compare_dtypes(sizes, N, warmup, rounds, gemm_size, log):
            "sgemm_gflops_median": median(gemm["sgemm"]),
            "float32_fraction_of_sgemm": (out["float32"]["gflops"] / median(gemm["sgemm"])
                                          if out["float32"]["gflops"] else None)}
-    del states, tasks, counters
+    del states
     free()
     return res
 
