@@ -13,9 +13,12 @@ from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
 from ._sweep import Forward, GDState, LineSearch, LySepState
 from ._threads import blas_threads
-from ._validation import (check_choice, check_dtype, check_feature_scale, check_float,
-                          check_int, check_is_fitted, check_random_state, check_X, check_y)
-from .exceptions import ConvergenceWarning, NumericalWarning
+from ._training import (Progress, StopRule, feature_names, stratified_split, warn_interrupted,
+                        warn_stop)
+from ._validation import (check_choice, check_dtype, check_feature_scale, check_int,
+                          check_is_fitted, check_random_state, check_training_params, check_X,
+                          check_y)
+from .exceptions import NumericalWarning
 
 SOLVERS = ("lysep", "gd")
 Z_STEPS = ("per_sample", "shared")
@@ -31,42 +34,6 @@ def init_parameters(layer_sizes, rng, dtype):
         weights.append(rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype))
         biases.append(rng.uniform(-bound, bound, n_out).astype(dtype))
     return weights, biases
-
-
-def _feature_names(X):
-    """Column names of a DataFrame-like X when they are all strings (else None)."""
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = np.asarray(list(columns), dtype=object)
-    if len(names) and all(isinstance(c, str) for c in names):
-        return names
-    return None
-
-
-def _stratified_split(y, fraction, rng):
-    """Indices (train, validation): `fraction` of every class, at least one sample each."""
-    train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = max(1, int(round(fraction * idx.size))) if idx.size > 1 else 0
-        val.append(idx[:k])
-        train.append(idx[k:])
-    train, val = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-    if val.size == 0:
-        raise ValueError("early_stopping needs at least two samples of some class; "
-                         "turn early_stopping off for such small data")
-    return train, val
-
-
-def _progress_bar(total, solver):
-    """A tqdm bar with the live figures when tqdm is installed (extra lysep[progress]);
-    None means: print one line per iteration instead."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=solver, unit="it", leave=True)
 
 
 def _append(curves, loss, acc, J):
@@ -200,27 +167,14 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         check_choice(self.activation, "activation", ACTIVATION_CODES)
         check_choice(self.z_step, "z_step", Z_STEPS)
         check_choice(self.backend, "backend", BACKENDS)
-        check_int(self.max_iter, "max_iter", 1)
-        check_int(self.n_iter_no_change, "n_iter_no_change", 1)
-        check_float(self.learning_rate_init, "learning_rate_init", low=0)
-        check_float(self.penalty_scale, "penalty_scale", low=0)
-        check_float(self.tol, "tol", low=0, strict=False)
-        if self.early_stopping:
-            check_float(self.validation_fraction, "validation_fraction", low=0)
-            if self.validation_fraction >= 1:
-                raise ValueError("validation_fraction must be in (0, 1), got "
-                                 f"{self.validation_fraction!r}")
-        if self.callback is not None and not callable(self.callback):
-            raise ValueError(f"callback must be callable or None, got {self.callback!r}")
-        if self.n_threads != -1:
-            check_int(self.n_threads, "n_threads (or -1 for the BLAS default)", 1)
+        check_training_params(self)
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)
 
     # -- fitting -----------------------------------------------------------------
     def fit(self, X: ArrayLike, y: ArrayLike) -> "FNNClassifier":
         """Train on X (n_samples, n_features) and labels y (any hashable type)."""
         sizes, dtype = self._validate_params()
-        feature_names = _feature_names(X)
+        names = feature_names(X)
         X = check_X(X, dtype)
         classes, y_enc = check_y(y, X.shape[0])
         check_feature_scale(X)
@@ -239,14 +193,14 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             self.surrogate_curve_ = [] if self.solver == "lysep" else None
             self.n_iter_ = 0
             self._state = None
-        if feature_names is not None:
-            self.feature_names_in_ = feature_names
+        if names is not None:
+            self.feature_names_in_ = names
         elif hasattr(self, "feature_names_in_") and not continuing:
             del self.feature_names_in_
         validation = None
         self.validation_scores_ = None
         if self.early_stopping:
-            train, val = _stratified_split(y_enc, self.validation_fraction, rng)
+            train, val = stratified_split(y_enc, self.validation_fraction, rng)
             validation = (X[val], y_enc[val])
             X, y_enc = X[train], y_enc[train]
             self.validation_scores_ = []
@@ -318,12 +272,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         if not (continuing and self.loss_curve_):
             _append(curves, loss, acc, J)
         publish(self.n_iter_)
-        best = J if lysep else loss
-        best_val, best_params = -np.inf, None
-        stall = stall_zero = stall_val = 0
+        rule = StopRule(self.tol, self.n_iter_no_change, J if lysep else loss)
         stop = None
         t0 = time.perf_counter()
-        bar = _progress_bar(self.max_iter, self.solver) if self.verbose else None
+        progress = Progress(self.verbose, self.max_iter, self.solver)
         try:
             for _ in range(self.max_iter):
                 if lysep:
@@ -345,70 +297,39 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 val = validation_score()
                 if val is not None:
                     self.validation_scores_.append(float(val))
-                    if val > best_val + self.tol:
-                        best_val, stall_val = val, 0
-                        best_params = self.coefs_, self.intercepts_
-                    else:
-                        stall_val += 1
+                    rule.validation(val, (self.coefs_, self.intercepts_))
                 record = dict(iteration=self.n_iter_, loss=float(loss), accuracy=float(acc),
                               surrogate=None if J is None else float(J),
                               validation_score=val, time=time.perf_counter() - t0, **stats)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4g}", J=f"{J:.4g}" if lysep else None,
-                                    acc=f"{acc:.4f}", refresh=False)
-                    bar.update()
-                elif self.verbose:
-                    extra = f", J = {J:.6f}" if lysep else ""
-                    print(f"Iteration {self.n_iter_}, loss = {loss:.6f}{extra}, "
-                          f"accuracy = {acc:.4f}, {record['time']:.2f}s")
+                progress.update(record)
                 if self.callback is not None and self.callback(record):
                     stop = "callback"
                     break
                 if val is not None:
-                    if stall_val >= self.n_iter_no_change:
+                    if rule.early_stop():
                         stop = "early_stopping"
                         break
                     continue
-                objective = J if lysep else loss
-                stall_zero = stall_zero + 1 if lysep and J >= J_before else 0
-                if stall_zero >= self.n_iter_no_change:
+                if lysep and rule.stalled(J_before, J):
                     stop = "stalled"
                     break
-                if objective < best - self.tol:
-                    best, stall = objective, 0
-                else:
-                    stall += 1
-                    if stall >= self.n_iter_no_change:
-                        stop = "converged"
-                        break
+                if rule.converged(J if lysep else loss):
+                    stop = "converged"
+                    break
         except KeyboardInterrupt:
             for curve in curves:                 # drop a half-recorded iteration
                 if curve is not None:
                     del curve[self.n_iter_ + 1:]
             self._state = None                   # a sweep may have been cut short
-            warnings.warn(f"training interrupted; the model keeps the parameters of "
-                          f"iteration {self.n_iter_}", UserWarning, stacklevel=3)
+            warn_interrupted(self.n_iter_, stacklevel=3)
             return
         finally:
-            if bar is not None:
-                bar.close()
-            if validation is not None and best_params is not None:
-                self.coefs_, self.intercepts_ = best_params
-                self.best_validation_score_ = float(best_val)
-        if stop == "non-finite":
-            warnings.warn(f"{self.solver}: the training loss became non-finite at iteration "
-                          f"{self.n_iter_ + 1}; kept the last finite parameters. "
-                          + ("Lower learning_rate_init." if not lysep else
-                             "Scale the features or use float64."),
-                          NumericalWarning, stacklevel=3)
-        elif stop == "stalled":
-            warnings.warn(f"lysep: no block decreased J in {self.n_iter_no_change} consecutive "
-                          "sweeps (line searches found no decrease); training stopped.",
-                          NumericalWarning, stacklevel=3)
-        elif stop is None:
-            warnings.warn(f"{self.solver}: maximum iterations ({self.max_iter}) reached and "
-                          "the optimisation hasn't converged yet.", ConvergenceWarning,
-                          stacklevel=3)
+            progress.close()
+            if validation is not None and rule.best_params is not None:
+                self.coefs_, self.intercepts_ = rule.best_params
+                self.best_validation_score_ = float(rule.best_val)
+        warn_stop(stop, self.solver, self.n_iter_, self.max_iter, self.n_iter_no_change,
+                  stacklevel=3)
 
     def save(self, path) -> str:
         """Write the fitted model to `path` (npz + JSON metadata; see ``lysep.load``)."""

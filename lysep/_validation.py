@@ -129,6 +129,25 @@ def check_choice(value, name, choices):
     return value
 
 
+def check_training_params(est):
+    """The parameters both estimators share: budget, step size, penalty, stopping
+    rules, callback and BLAS threads."""
+    check_int(est.max_iter, "max_iter", 1)
+    check_int(est.n_iter_no_change, "n_iter_no_change", 1)
+    check_float(est.learning_rate_init, "learning_rate_init", low=0)
+    check_float(est.penalty_scale, "penalty_scale", low=0)
+    check_float(est.tol, "tol", low=0, strict=False)
+    if est.early_stopping:
+        check_float(est.validation_fraction, "validation_fraction", low=0)
+        if est.validation_fraction >= 1:
+            raise ValueError("validation_fraction must be in (0, 1), got "
+                             f"{est.validation_fraction!r}")
+    if est.callback is not None and not callable(est.callback):
+        raise ValueError(f"callback must be callable or None, got {est.callback!r}")
+    if est.n_threads != -1:
+        check_int(est.n_threads, "n_threads (or -1 for the BLAS default)", 1)
+
+
 def check_random_state(seed):
     """None, an int or a numpy Generator -> a numpy Generator."""
     if seed is None or isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
