@@ -39,6 +39,14 @@ def affine(A, W, b, Z_out):
     Z_out[...] = A @ W + b
 
 
+def layer_forward(A_prev, W, b, kind, A_out, Z_out=None):
+    """A_out := sigma(A_prev W + b); Z_out := A_prev W + b when given."""
+    Z = A_prev @ W + b
+    activation(Z, kind, A_out)
+    if Z_out is not None:
+        Z_out[...] = Z
+
+
 def residual(Z, A_prev, W, b, R_out):
     """R_out := Z - A_prev W - b; returns ||R||^2."""
     R_out[...] = (Z - b) - A_prev @ W
@@ -222,9 +230,11 @@ def bias_update(R, b, R_out, b_out):
 
 
 def backprop_layer(delta, A_prev, W, grad_W_out, grad_b_out, D_prev=None,
-                   delta_prev_out=None):
-    """grad_W := A_prev^T delta, grad_b := sum of delta's rows, delta_prev := (delta W^T) * D_prev."""
+                   delta_prev_out=None, kind=-1):
+    """grad_W := A_prev^T delta, grad_b := sum of delta's rows, delta_prev := (delta W^T)
+    * sigma'(Z_prev), the derivative from D_prev or, without it, from A_prev's values."""
     grad_W_out[...] = A_prev.T @ delta
     grad_b_out[...] = delta.sum(axis=0)
-    if D_prev is not None:
-        delta_prev_out[...] = (delta @ W.T) * D_prev
+    if delta_prev_out is not None:
+        D = D_prev if D_prev is not None else derivative_from_value(A_prev, kind)
+        delta_prev_out[...] = (delta @ W.T) * D

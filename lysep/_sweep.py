@@ -52,32 +52,30 @@ class Forward:
         self.kind = ACTIVATION_CODES[activation]
         self.ws = _Workspace(dtype)
 
-    def logits(self, X, weights, biases, keep_derivatives=False, keep_layers=False):
-        """Return the logits.  With keep_layers (implied by keep_derivatives) Z[i], A[i]
-        and D[i] = sigma'(Z[i]) stay in self.Z, self.A, self.D, in buffers reused by the
+    def logits(self, X, weights, biases, keep_layers=False, keep_pre=False):
+        """Return the logits.  With keep_layers the activations A[i] stay in self.A, and
+        with keep_pre also the pre-activations Z[i] in self.Z, in buffers reused by the
         next call; without, two alternating buffers serve every layer (an evaluation of
         the loss then holds two layers, not all of them)."""
         N = X.shape[0]
-        keep = keep_layers or keep_derivatives
-        self.Z, self.A, self.D = [], [], []
+        self.Z, self.A = [], []
         prev = X
         for i, (W, b) in enumerate(zip(weights, biases)):
-            slot = i if keep else i % 2
-            Z = self.ws(f"Z{slot}", (N, W.shape[1]))
-            self.k.affine(prev, W, b, Z)
+            slot = i if keep_layers else i % 2
             if i == len(weights) - 1:
-                return Z
-            A = self.ws(f"A{slot}", Z.shape)
-            D = self.ws(f"D{slot}", Z.shape) if keep_derivatives else None
-            self.k.activation(Z, self.kind, A, D)
-            self.Z.append(Z)
+                G = self.ws(f"G{slot}", (N, W.shape[1]))
+                self.k.affine(prev, W, b, G)
+                return G
+            A = self.ws(f"A{slot}", (N, W.shape[1]))
+            Z = self.ws(f"Z{slot}", A.shape) if keep_pre else None
+            self.k.layer_forward(prev, W, b, self.kind, A, Z)
             self.A.append(A)
-            self.D.append(D)
+            self.Z.append(Z)
             prev = A
 
-    def loss(self, X, y, weights, biases, P_out=None, keep_derivatives=False):
+    def loss(self, X, y, weights, biases, P_out=None, keep_layers=False):
         """Return (mean cross-entropy, accuracy) of the true network on (X, y)."""
-        G = self.logits(X, weights, biases, keep_derivatives)
+        G = self.logits(X, weights, biases, keep_layers)
         ce, n_correct = self.k.softmax_ce(G, y, P_out)
         return ce / X.shape[0], n_correct / X.shape[0]
 
@@ -129,8 +127,8 @@ class LySepState:
     def _init_auxiliary(self):
         """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
         fwd = Forward(self.k, self.activation, self.X.dtype)
-        self.ce, _ = self.k.softmax_ce(fwd.logits(self.X, self.W, self.b, keep_layers=True),
-                                       self.y)
+        self.ce, _ = self.k.softmax_ce(
+            fwd.logits(self.X, self.W, self.b, keep_layers=True, keep_pre=True), self.y)
         self.Z = [Z.copy() for Z in fwd.Z]
         self.A = [A.copy() for A in fwd.A]
 
@@ -324,21 +322,22 @@ class GDState:
 
     def forward(self):
         """Loss and accuracy at the current parameters; keeps what backprop needs."""
-        return self.fwd.loss(self.X, self.y, self.W, self.b, self.P, keep_derivatives=True)
+        return self.fwd.loss(self.X, self.y, self.W, self.b, self.P, keep_layers=True)
 
     def update(self):
         """One gradient step from the caches of the last forward()."""
-        k, W, b, A, D = self.k, self.W, self.b, self.fwd.A, self.fwd.D
+        k, W, b, A = self.k, self.W, self.b, self.fwd.A
         dtype = self.X.dtype.type
-        delta = self.ws(f"delta{len(W) - 1}", self.P.shape)
+        delta = self.ws("delta_out", self.P.shape)
         np.multiply(self.P, dtype(1.0 / self.N), out=delta)
         lr = dtype(self.lr)
         for i in range(len(W) - 1, -1, -1):
             prev = A[i - 1] if i > 0 else self.X
             gW, gb = self.ws(f"gW{i}", W[i].shape), self.ws(f"gb{i}", b[i].shape)
             if i > 0:
-                delta_prev = self.ws(f"delta{i - 1}", prev.shape)
-                k.backprop_layer(delta, prev, W[i], gW, gb, D[i - 1], delta_prev)
+                # sigma'(Z[i-1]) from the kept activations, in the same pass
+                delta_prev = self.ws(f"delta{i % 2}", prev.shape)
+                k.backprop_layer(delta, prev, W[i], gW, gb, None, delta_prev, self.fwd.kind)
             else:
                 k.backprop_layer(delta, prev, W[i], gW, gb)
             W[i] -= lr * gW

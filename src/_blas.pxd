@@ -110,3 +110,71 @@ cdef inline int syevd(char jobz, char uplo, int n, floating *a, int lda,
     else:
         dsyevd(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, &info)
     return info
+
+
+# Narrow products for thin layers (_smallgemm.h): row-major, the small operand held in
+# registers, the long one streamed once; BLAS when the output is too wide for them.
+cdef extern from "_smallgemm.h" nogil:
+    int lysep_smallgemm_vbytes()
+    Py_ssize_t lysep_smallgemm_max_n(int vb, size_t size)
+    int lysep_rows_nn_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
+                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double alpha,
+                        const double *C0, Py_ssize_t ldc0, const double *bias,
+                        double *C, Py_ssize_t ldc)
+    int lysep_rows_nn_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
+                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float alpha,
+                        const float *C0, Py_ssize_t ldc0, const float *bias,
+                        float *C, Py_ssize_t ldc)
+    int lysep_tn_acc_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
+                       Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
+                       Py_ssize_t ldc)
+    int lysep_tn_acc_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
+                       Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
+                       Py_ssize_t ldc)
+
+
+cdef inline bint narrow(Py_ssize_t n, size_t itemsize) noexcept nogil:
+    """True when an output of n columns fits the small kernels on this CPU."""
+    return n <= lysep_smallgemm_max_n(lysep_smallgemm_vbytes(), itemsize)
+
+
+cdef inline void rows_gemm(Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const floating *A,
+                           Py_ssize_t lda, const floating *B, Py_ssize_t ldb, floating alpha,
+                           const floating *C0, Py_ssize_t ldc0, const floating *bias,
+                           floating *C, Py_ssize_t ldc, int vb=0) noexcept nogil:
+    """Row-major C[r, :] := C0[r, :] + bias + alpha A[r, :] B for r < M (B is k x n;
+    C0 and bias may be NULL; C0 may be C).  vb: the variant's vector width, 0 = the
+    widest the CPU runs; a wide n or a failed scratch allocation goes to BLAS."""
+    cdef Py_ssize_t r, j
+    if M <= 0 or n <= 0:
+        return
+    vb = vb if vb else lysep_smallgemm_vbytes()
+    if floating is double:
+        if lysep_rows_nn_d(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc) == 0:
+            return
+    else:
+        if lysep_rows_nn_f(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc) == 0:
+            return
+    for r in range(M):
+        for j in range(n):
+            C[r * ldc + j] = ((C0[r * ldc0 + j] if C0 != NULL else 0)
+                              + (bias[j] if bias != NULL else 0))
+    gemm(c'N', c'N', <int>n, <int>M, <int>k, alpha, B, <int>ldb, A, <int>lda, 1, C, <int>ldc)
+
+
+cdef inline void tn_gemm_acc(Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const floating *A,
+                             Py_ssize_t lda, const floating *B, Py_ssize_t ldb, floating *C,
+                             Py_ssize_t ldc, int vb=0) noexcept nogil:
+    """Row-major C (k x n) += A^T B, A being M x k and B M x n.  The small kernel re-reads
+    B once per four columns of A, so it takes only narrow B and short or narrow A."""
+    if k <= 0 or n <= 0:
+        return
+    vb = vb if vb else lysep_smallgemm_vbytes()
+    if k <= 32 or M <= 256:
+        if floating is double:
+            if lysep_tn_acc_d(vb, M, k, n, A, lda, B, ldb, C, ldc) == 0:
+                return
+        else:
+            if lysep_tn_acc_f(vb, M, k, n, A, lda, B, ldb, C, ldc) == 0:
+                return
+    gemm(c'N', c'T', <int>n, <int>k, <int>M, 1, B, <int>ldb, A, <int>lda, 1, C, <int>ldc)

@@ -85,3 +85,22 @@ cdef inline void act_derivative_from_value(int kind, Py_ssize_t n, const floatin
     else:
         for i in range(n):
             d[i] = <floating>(-expm1(-<double>a[i]))
+
+
+cdef inline void act_derivative_times(int kind, Py_ssize_t n, const floating *a,
+                                      floating *x) noexcept nogil:
+    """x := x * sigma'(z), the derivative computed from a = sigma(z) as in
+    act_derivative_from_value, in the same pass as the product (backprop)."""
+    cdef Py_ssize_t i
+    if kind == TANH:
+        for i in range(n):
+            x[i] = x[i] * (1 - a[i] * a[i])
+    elif kind == SIGMOID:
+        for i in range(n):
+            x[i] = x[i] * (a[i] * (1 - a[i]))
+    elif kind == RELU:
+        for i in range(n):
+            x[i] = x[i] if a[i] > 0 else 0
+    else:
+        for i in range(n):
+            x[i] = x[i] * <floating>(-expm1(-<double>a[i]))

@@ -10,13 +10,14 @@ Scratch arrays (`work_*`) are owned by the caller so that sweeps do not allocate
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
-from _blas cimport gemm, syrk, axpy
+from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc,
+                   lysep_smallgemm_vbytes)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
-from _elementwise cimport act_forward, act_derivative_from_value
+from _elementwise cimport act_forward, act_derivative_from_value, act_derivative_times
 from _cross_entropy cimport ce_row, ce_rows
 
 
@@ -53,12 +54,20 @@ cdef inline void _affine(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
                          const floating *A, const floating *W, const floating *b,
                          floating *Z) noexcept nogil:
     """Z := A W + b (rows), i.e. MATH.md's W A + b 1^T."""
-    cdef Py_ssize_t i, j
-    for i in range(N):                    # a loop, not a memcpy call per short row
-        for j in range(n_out):
-            Z[i * n_out + j] = b[j]
-    gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, 1, W, <int>n_out, A, <int>n_in,
-         1, Z, <int>n_out)
+    rows_gemm(N, n_in, n_out, A, n_in, W, n_out, <floating>1, <floating *>NULL, 0, b, Z, n_out)
+
+
+cdef inline Py_ssize_t _layer_block(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                                    size_t itemsize) noexcept nogil:
+    """Rows per block of a fused layer pass: a few KB of rows when the narrow kernels
+    take the layer (its products stay in cache for the element-wise work that follows),
+    else all N rows in one BLAS call."""
+    cdef Py_ssize_t rows, width = n_in if n_in > n_out else n_out
+    if not (narrow(n_in, itemsize) and narrow(n_out, itemsize)):
+        return N if N > 0 else 1
+    rows = 32768 // <Py_ssize_t>(width * itemsize)
+    rows = 16 if rows < 16 else rows
+    return rows if rows < N else (N if N > 0 else 1)
 
 
 def _check(arr, shape, name):
@@ -77,6 +86,37 @@ def affine(const floating[:, ::1] A, const floating[:, ::1] W, const floating[::
         return
     with nogil:
         _affine(N, n_in, n_out, &A[0, 0], &W[0, 0], &b[0], &Z_out[0, 0])
+
+
+def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
+                  const floating[::1] b, int kind, floating[:, ::1] A_out,
+                  floating[:, ::1] Z_out=None):
+    """A_out := sigma(A_prev W + b), and Z_out := A_prev W + b when given (one hidden
+    layer of the true network, MATH.md §1).  Narrow layers run a block of rows at a
+    time, the activation reading the product while it is in cache."""
+    cdef Py_ssize_t N = A_prev.shape[0], n_in = A_prev.shape[1], n_out = W.shape[1]
+    cdef Py_ssize_t r0 = 0, nb, block
+    _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(A_out, (N, n_out), "A_out")
+    cdef bint keep_z = Z_out is not None
+    if keep_z:
+        _check(Z_out, (N, n_out), "Z_out")
+    if N == 0 or n_out == 0:
+        return
+    block = _layer_block(N, n_in, n_out, sizeof(floating))
+    cdef floating *Zs = &Z_out[0, 0] if keep_z else \
+        <floating *>malloc(block * n_out * sizeof(floating))
+    if Zs == NULL:
+        raise MemoryError()
+    cdef floating *Zb
+    with nogil:
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            Zb = Zs + r0 * n_out if keep_z else Zs
+            _affine(nb, n_in, n_out, &A_prev[r0, 0], &W[0, 0], &b[0], Zb)
+            act_forward(kind, nb * n_out, Zb, &A_out[r0, 0], <floating *>NULL)
+            r0 += nb
+    if not keep_z:
+        free(Zs)
 
 
 def residual(const floating[:, ::1] Z, const floating[:, ::1] A_prev,
@@ -288,18 +328,25 @@ cdef inline void _keep_row(Py_ssize_t i, Py_ssize_t n, const floating *Z, const 
 
 cdef inline void _trial_rows(_Search *s, Py_ssize_t n_active, Py_ssize_t n, int kind,
                              const floating *Z, const floating *R, const floating *g,
-                             floating *Z_out, floating *R_out, floating *Ac) noexcept nogil:
+                             floating *Z_out, floating *R_out, floating *Ac,
+                             floating *Zc) noexcept nogil:
     """For each active row i: Z_out_i := Z_i - step_i g_i, R_out_i := R_i + (Z_out_i - Z_i),
-    and the compact row a of Ac := sigma(Z_out_i)."""
+    and the compact row a of Ac := sigma(Z_out_i).  The activation runs once over all
+    active rows (one call per short row cost more than the activation itself): on Z_out
+    when every row is active, else on the compact copy Zc (n_active rows)."""
     cdef Py_ssize_t a, i, j
-    cdef floating st
+    cdef floating st, zt
+    cdef bint every = n_active == s.N
     for a in range(n_active):
         i = s.active[a]
         st = <floating>s.step[i]
         for j in range(n):
-            Z_out[i * n + j] = Z[i * n + j] - st * g[i * n + j]
-            R_out[i * n + j] = R[i * n + j] + (Z_out[i * n + j] - Z[i * n + j])
-        act_forward(kind, n, Z_out + i * n, Ac + a * n, <floating *>NULL)
+            zt = Z[i * n + j] - st * g[i * n + j]
+            Z_out[i * n + j] = zt
+            R_out[i * n + j] = R[i * n + j] + (zt - Z[i * n + j])
+            if not every:
+                Zc[a * n + j] = zt
+    act_forward(kind, n_active * n, Z_out if every else Zc, Ac, <floating *>NULL)
 
 
 def _make_search(Py_ssize_t N, double[::1] eta, double lipschitz, double shrink,
@@ -342,8 +389,9 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
         raise MemoryError()
     cdef double *ce_i = <double *>malloc(N * sizeof(double))
     cdef double *ce_t = <double *>malloc(N * sizeof(double))
-    if not (ce_i and ce_t):
-        free(ce_i); free(ce_t); _search_free(&s)
+    cdef floating *Zc = <floating *>malloc(N * n * sizeof(floating) + 1)
+    if not (ce_i and ce_t and Zc):
+        free(ce_i); free(ce_t); free(Zc); _search_free(&s)
         raise MemoryError()
     cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
     cdef floating *At
@@ -379,7 +427,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             # trial activations straight into A_out, saving the copy of accepted rows
             At = &A_out[0, 0] if n_active == N else Ac
             _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], At)
+                        &Z_out[0, 0], &R_out[0, 0], At, Zc)
             _affine(n_active, n, K, At, &W[0, 0], &b[0], Gc)
             for a in range(n_active):
                 i = s.active[a]
@@ -402,8 +450,89 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             ce_sum += ce_i[i]
         r_sum = _ssq(N * n, &R_out[0, 0])
     _search_free(&s)
-    free(ce_i); free(ce_t)
+    free(ce_i); free(ce_t); free(Zc)
     return ce_sum, r_sum, n_failed, n_trials
+
+
+cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
+                            bint shared) noexcept nogil:
+    """Rows per block of a Z step.  A per-sample search decides each row alone, so rows
+    can be processed a few at a time with all their work in cache, when both products
+    of the block (by W and by W^T) fit the small kernels.  A shared step couples all
+    rows, and wide layers are better served by one BLAS call: one block of N rows."""
+    cdef Py_ssize_t rows, width = n if n > n2 else n2
+    if shared or not (narrow(n, itemsize) and narrow(n2, itemsize)):
+        return N
+    rows = 4096 // <Py_ssize_t>(width * itemsize)   # ~4 KB per array and block
+    rows = 8 if rows < 8 else rows
+    return rows if rows < N else N
+
+
+cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, int kind,
+                        const floating *Z, const floating *A, const floating *R,
+                        const floating *R_next, const floating *W, const floating *WT,
+                        double omega, double omega_next, int max_backtracks, double *eta,
+                        floating *Z_out, floating *A_out, floating *R_out,
+                        floating *R_next_out, floating *Ac, floating *g, floating *Zb,
+                        floating *Rc, floating *Zc, Py_ssize_t *n_failed) noexcept nogil:
+    """The Z step of z_hidden_step on nb consecutive rows (pointers at their first row;
+    the work arrays and Zc hold nb rows).  Returns the number of trial rounds."""
+    cdef Py_ssize_t i, j, a, n_active
+    cdef int t, n_trials = 0
+    cdef floating *At
+    cdef floating *Rt
+    cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
+    s.N = nb
+    act_derivative_from_value(kind, nb * n, A, Ac)
+    # zb = R_next + W_next sigma(Z): the fixed target of the next layer
+    rows_gemm(nb, n, n2, A, n, W, n2, <floating>1, R_next, n2, <floating *>NULL, Zb, n2)
+    for i in range(nb):
+        s.f0[i] = omega * _ssq(n, R + i * n) + omega_next * _ssq(n2, R_next + i * n2)
+    rows_gemm(nb, n2, n, R_next, n2, WT, n, <floating>1, <floating *>NULL, 0,
+              <floating *>NULL, g, n)
+    for i in range(nb * n):
+        g[i] = two_omega * R[i] - two_omega_next * (Ac[i] * g[i])
+    for i in range(nb):
+        s.gsq[i] = _ssq(n, g + i * n)
+    _search_start(s, eta)
+    n_active = nb
+    for t in range(max_backtracks + 1):
+        _search_give_up(s, n_active)
+        for a in range(n_active):
+            if s.accept[a] == _GIVE_UP:
+                i = s.active[a]
+                n_failed[0] += 1
+                _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
+                memcpy(R_next_out + i * n2, R_next + i * n2, n2 * sizeof(floating))
+        n_active = _search_drop(s, n_active)
+        if n_active == 0:
+            break
+        n_trials += 1
+        # while every row is active the compact order is the row order: write the
+        # trial straight into A_out and R_next_out, saving the copy of accepted rows
+        At = A_out if n_active == nb else Ac
+        Rt = R_next_out if n_active == nb else Rc
+        _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc)
+        rows_gemm(n_active, n, n2, At, n, W, n2, <floating>-1, <floating *>NULL, 0,
+                  <floating *>NULL, Rt, n2)
+        for a in range(n_active):
+            i = s.active[a]
+            for j in range(n2):           # trial residual of the next layer: zb - W sigma(z)
+                Rt[a * n2 + j] += Zb[i * n2 + j]
+            s.f_trial[a] = omega * _ssq(n, R_out + i * n) + omega_next * _ssq(n2, Rt + a * n2)
+        _search_decide(s, n_active)
+        for a in range(n_active):
+            i = s.active[a]
+            if s.accept[a] == _ACCEPT and At != A_out:
+                memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
+                memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
+            elif s.accept[a] == _RETRY and t == max_backtracks:
+                n_failed[0] += 1       # no acceptable step: the row keeps its values
+                _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
+                memcpy(R_next_out + i * n2, R_next + i * n2, n2 * sizeof(floating))
+        n_active = _search_compact(s, n_active)
+    _search_finish(s, eta)
+    return n_trials
 
 
 def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
@@ -418,12 +547,16 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     Row objective f_i(z) = omega ||r_i||^2 + omega_next ||zb_i - W_next sigma(z)||^2, where
     r = z - t moves with z and zb = Z_l - b_l is fixed; gradient (paper's (3.12), times N)
     2 omega r - 2 omega_next sigma'(z) * (W_next^T r_next).
+    With per-sample steps (eta of length N) the rows are processed in blocks that stay
+    in cache; the work arrays need only hold a block, but take N rows so that a shared
+    step (one block of N rows) can use them too.
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
-    cdef Py_ssize_t i, j, a, n_active, n_failed = 0
+    cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
     cdef int t, n_trials = 0
     cdef double r_sum, rn_sum
+    cdef bint shared = eta.shape[0] == 1
     cdef _Search s
     for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
                       (R_out, "R_out"), (work_D, "work_D"), (work_grad, "work_grad")):
@@ -435,75 +568,35 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
-    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1,
-                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
+    block = _block_rows(N, n, n2, sizeof(floating), shared)
+    cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
+                                    shared, 1.1920929e-07 if floating is float
+                                    else 2.220446049250313e-16)
+    cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
+    cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
+    if failed or WT == NULL or Zc == NULL:
+        free(WT); free(Zc)
         _search_free(&s)
         raise MemoryError()
-    cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
-    cdef floating *g = &work_grad[0, 0]
-    cdef floating *Zb = &work_Zb[0, 0]
-    cdef floating *Rc = &work_Rc[0, 0]
-    cdef floating *At
-    cdef floating *Rt
-    cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
     with nogil:
-        act_derivative_from_value(kind, N * n, &A[0, 0], Ac)
-        # zb = R_next + W_next sigma(Z): the fixed target of the next layer
-        memcpy(Zb, &R_next[0, 0], N * n2 * sizeof(floating))
-        gemm(c'N', c'N', <int>n2, <int>N, <int>n, 1, &W_next[0, 0], <int>n2, &A[0, 0], <int>n,
-             1, Zb, <int>n2)
-        for i in range(N):
-            s.f0[i] = omega * _ssq(n, &R[i, 0]) + omega_next * _ssq(n2, &R_next[i, 0])
-        gemm(c'T', c'N', <int>n, <int>N, <int>n2, 1, &W_next[0, 0], <int>n2, &R_next[0, 0],
-             <int>n2, 0, g, <int>n)
-        for i in range(N * n):
-            g[i] = two_omega * (&R[0, 0])[i] - two_omega_next * (Ac[i] * g[i])
-        for i in range(N):
-            s.gsq[i] = _ssq(n, g + i * n)
-        _search_start(&s, &eta[0])
-        n_active = N
-        for t in range(max_backtracks + 1):
-            _search_give_up(&s, n_active)
-            for a in range(n_active):
-                if s.accept[a] == _GIVE_UP:
-                    i = s.active[a]
-                    n_failed += 1
-                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
-                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
-                    memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
-            n_active = _search_drop(&s, n_active)
-            if n_active == 0:
-                break
-            n_trials += 1
-            # while every row is active the compact order is the row order: write the
-            # trial straight into A_out and R_next_out, saving the copy of accepted rows
-            At = &A_out[0, 0] if n_active == N else Ac
-            Rt = &R_next_out[0, 0] if n_active == N else Rc
-            _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], At)
-            gemm(c'N', c'N', <int>n2, <int>n_active, <int>n, 1, &W_next[0, 0], <int>n2,
-                 At, <int>n, 0, Rt, <int>n2)
-            for a in range(n_active):
-                i = s.active[a]
-                for j in range(n2):       # trial residual of the next layer: zb - W sigma(z)
-                    Rt[a * n2 + j] = Zb[i * n2 + j] - Rt[a * n2 + j]
-                s.f_trial[a] = omega * _ssq(n, &R_out[i, 0]) + omega_next * _ssq(n2, Rt + a * n2)
-            _search_decide(&s, n_active)
-            for a in range(n_active):
-                i = s.active[a]
-                if s.accept[a] == _ACCEPT and At != &A_out[0, 0]:
-                    memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
-                    memcpy(&R_next_out[i, 0], Rc + a * n2, n2 * sizeof(floating))
-                elif s.accept[a] == _RETRY and t == max_backtracks:
-                    n_failed += 1       # no acceptable step: the row keeps its values
-                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
-                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
-                    memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
-            n_active = _search_compact(&s, n_active)
-        _search_finish(&s, &eta[0])
+        for i in range(n):               # W_next^T, the operand of the gradient product
+            for j in range(n2):
+                WT[j * n + i] = W_next[i, j]
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
+                               &R_next[r0, 0], &W_next[0, 0], WT, omega, omega_next,
+                               max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
+                               &A_out[r0, 0], &R_out[r0, 0], &R_next_out[r0, 0],
+                               &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
+                               &work_Rc[0, 0], Zc, &n_failed)
+            n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
+            r0 += nb
         r_sum = _ssq(N * n, &R_out[0, 0])
         rn_sum = _ssq(N * n2, &R_next_out[0, 0])
     _search_free(&s)
+    free(WT); free(Zc)
     return r_sum, rn_sum, n_failed, n_trials
 
 
@@ -538,14 +631,19 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     with nogil:
         _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
         # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be
-        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, &R_out[0, 0], <int>n_out,
-             &A_prev[0, 0], <int>n_in, 0, W, <int>n_out)
-        syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
+        memset(W, 0, n_in * n_out * sizeof(floating))
+        tn_gemm_acc(N, n_in, n_out, &A_prev[0, 0], n_in, &R_out[0, 0], n_out, W, n_out)
+        if narrow(n_in, sizeof(floating)) and n_in <= 32:
+            # the whole Gram matrix by the narrow kernel (faster than syrk's triangle here)
+            memset(G, 0, n_in * n_in * sizeof(floating))
+            tn_gemm_acc(N, n_in, n_in, &A_prev[0, 0], n_in, &A_prev[0, 0], n_in, G, n_in)
+        else:
+            syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
         for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
-        gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, W, <int>n_out, &A_prev[0, 0],
-             <int>n_in, 1, &R_out[0, 0], <int>n_out)
+        rows_gemm(N, n_in, n_out, &A_prev[0, 0], n_in, W, n_out, <floating>-1, &R_out[0, 0],
+                  n_out, <floating *>NULL, &R_out[0, 0], n_out)
         r_sum = _ssq(N * n_out, &R_out[0, 0])
         w_sum = _ssq(n_in * n_out, W)
     return r_sum, w_sum, status
@@ -586,41 +684,63 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
 def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
                    const floating[:, ::1] W, floating[:, ::1] grad_W_out,
                    floating[::1] grad_b_out, const floating[:, ::1] D_prev=None,
-                   floating[:, ::1] delta_prev_out=None):
+                   floating[:, ::1] delta_prev_out=None, int kind=-1):
     """Given delta = dLoss/dZ of a layer: grad_W_out := A_prev^T delta,
-    grad_b_out := column sums of delta and, when D_prev is given,
-    delta_prev_out := (delta W^T) * D_prev."""
-    cdef Py_ssize_t N = delta.shape[0], n_out = delta.shape[1], n_in = A_prev.shape[1], i, j
+    grad_b_out := column sums of delta and, when delta_prev_out is given,
+    delta_prev_out := (delta W^T) * sigma'(Z_prev), with sigma'(Z_prev) read from D_prev
+    or, when D_prev is None, computed from A_prev = sigma(Z_prev) for activation `kind`.
+    Narrow layers run a block of rows at a time, every product and the derivative
+    meeting the block in cache."""
+    cdef Py_ssize_t N = delta.shape[0], n_out = delta.shape[1], n_in = A_prev.shape[1]
+    cdef Py_ssize_t i, j, r0 = 0, nb, block
     _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
     _check(grad_W_out, (n_in, n_out), "grad_W_out"); _check(grad_b_out, (n_out,), "grad_b_out")
-    cdef bint has_prev = D_prev is not None
+    cdef bint has_prev = delta_prev_out is not None
+    cdef bint has_D = D_prev is not None
     if has_prev:
-        _check(D_prev, (N, n_in), "D_prev")
-        if delta_prev_out is None:
-            raise ValueError("delta_prev_out is required with D_prev")
         _check(delta_prev_out, (N, n_in), "delta_prev_out")
+        if has_D:
+            _check(D_prev, (N, n_in), "D_prev")
+        elif not 0 <= kind <= 3:
+            raise ValueError("delta_prev_out needs D_prev or the activation kind")
+    elif has_D:
+        raise ValueError("delta_prev_out is required with D_prev")
     cdef floating *dp = &delta_prev_out[0, 0] if has_prev else NULL
-    cdef const floating *D = &D_prev[0, 0] if has_prev else NULL
+    cdef const floating *D = &D_prev[0, 0] if has_D else NULL
     cdef const floating *d = &delta[0, 0]
-    cdef double *sums = <double *>malloc(n_out * sizeof(double))
-    if sums == NULL:
+    cdef const floating *Ap = &A_prev[0, 0] if N > 0 and n_in > 0 else NULL
+    block = _layer_block(N, n_in, n_out, sizeof(floating))
+    cdef double *sums = <double *>malloc(n_out * sizeof(double) + 1)
+    cdef floating *WT = <floating *>malloc(n_in * n_out * sizeof(floating) + 1)
+    if sums == NULL or WT == NULL:
+        free(sums); free(WT)
         raise MemoryError()
     with nogil:
-        gemm(c'N', c'T', <int>n_out, <int>n_in, <int>N, 1, d, <int>n_out,
-             &A_prev[0, 0], <int>n_in, 0, &grad_W_out[0, 0], <int>n_out)
+        memset(&grad_W_out[0, 0], 0, n_in * n_out * sizeof(floating))
         for j in range(n_out):
             sums[j] = 0
-        for i in range(N):                # row by row: contiguous, vectorisable
+        for i in range(n_in):            # W^T, the operand of delta W^T
             for j in range(n_out):
-                sums[j] += d[i * n_out + j]
+                WT[j * n_in + i] = W[i, j]
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            tn_gemm_acc(nb, n_in, n_out, Ap + r0 * n_in, n_in, d + r0 * n_out, n_out,
+                        &grad_W_out[0, 0], n_out)
+            for i in range(r0, r0 + nb):  # row by row: contiguous, vectorisable
+                for j in range(n_out):
+                    sums[j] += d[i * n_out + j]
+            if has_prev:
+                rows_gemm(nb, n_out, n_in, d + r0 * n_out, n_out, WT, n_in, <floating>1,
+                          <floating *>NULL, 0, <floating *>NULL, dp + r0 * n_in, n_in)
+                if has_D:
+                    for i in range(r0 * n_in, (r0 + nb) * n_in):
+                        dp[i] = dp[i] * D[i]
+                else:
+                    act_derivative_times(kind, nb * n_in, Ap + r0 * n_in, dp + r0 * n_in)
+            r0 += nb
         for j in range(n_out):
             grad_b_out[j] = <floating>sums[j]
-        if has_prev:
-            gemm(c'T', c'N', <int>n_in, <int>N, <int>n_out, 1, &W[0, 0], <int>n_out,
-                 d, <int>n_out, 0, dp, <int>n_in)
-            for i in range(N * n_in):
-                dp[i] = dp[i] * D[i]
-    free(sums)
+    free(sums); free(WT)
 
 
 def squared_norm(const floating[::1] x):
@@ -631,3 +751,38 @@ def squared_norm(const floating[::1] x):
     with nogil:
         s = _ssq(x.shape[0], &x[0])
     return s
+
+
+# ---------------------------------------------------------------------------
+# test hooks for the narrow products of _smallgemm.h (every variant the CPU runs)
+def _simd_widths():
+    """Vector widths (bytes) of the narrow-product variants this CPU can run."""
+    cdef int widest = lysep_smallgemm_vbytes()
+    return [vb for vb in (16, 32, 64) if vb <= widest]
+
+
+def _rows_product(const floating[:, ::1] A, const floating[:, ::1] B, double alpha,
+                  floating[:, ::1] C0, const floating[::1] bias, floating[:, ::1] C, int vb):
+    """C := C0 + bias + alpha A B through rows_gemm with variant vb (C0, bias may be None;
+    C0 may be C)."""
+    cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1]
+    _check(B, (k, n), "B"); _check(C, (M, n), "C")
+    if C0 is not None:
+        _check(C0, (M, n), "C0")
+    if bias is not None:
+        _check(bias, (n,), "bias")
+    if M == 0 or n == 0:
+        return
+    cdef const floating *a = &A[0, 0] if k > 0 else &C[0, 0]
+    cdef const floating *b = &B[0, 0] if k > 0 else &C[0, 0]
+    rows_gemm(M, k, n, a, k, b, n, <floating>alpha, &C0[0, 0] if C0 is not None else NULL, n,
+              &bias[0] if bias is not None else NULL, &C[0, 0], n, vb)
+
+
+def _tn_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, int vb):
+    """C += A^T B through tn_gemm_acc with variant vb."""
+    cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1]
+    _check(B, (M, n), "B"); _check(C, (k, n), "C")
+    if M == 0 or k == 0 or n == 0:
+        return
+    tn_gemm_acc(M, k, n, &A[0, 0], k, &B[0, 0], n, &C[0, 0], n, vb)

@@ -1,0 +1,100 @@
+/* Products with a narrow output for the thin layers of a deep network (MATH.md §1, §4).
+ *
+ * At width 20 a layer product Z = A W has N x 20 x 20 shape: OpenBLAS packs both
+ * operands for it and runs at about a third of the FMA rate, and the layer's element-wise
+ * work is a second pass over memory.  These kernels keep the small operand in registers
+ * (a tile of 4 rows x up to 4 vectors of accumulators) and stream the long one once, so
+ * callers can process a few rows at a time and fuse the element-wise work while the rows
+ * are in L1.  _smallgemm_body.h is compiled for the baseline, AVX2+FMA and AVX-512 with
+ * run-time dispatch, like _vecmath.h.
+ *
+ *   lysep_rows_nn_{d,f}(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc)
+ *       C[r, :] = C0[r, :] + bias + alpha * A[r, :] B      (row-major; C0, bias may be NULL;
+ *       C0 may equal C).  B is k x n with row stride ldb.
+ *   lysep_tn_acc_{d,f}(vb, M, k, n, A, lda, B, ldb, C, ldc)
+ *       C[p, :] += sum_r A[r, p] B[r, :]                  (C is k x n, A is M x k, B M x n)
+ *
+ * Both return 0 when done and 1 when n is wider than the kernel handles
+ * (lysep_smallgemm_max_n) or scratch memory is unavailable; the caller then uses BLAS.
+ */
+#ifndef LYSEP_SMALLGEMM_H
+#define LYSEP_SMALLGEMM_H
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LYSEP_SG_PREFIX lysep_sgbase
+#define LYSEP_VBYTES 16
+#include "_smallgemm_body.h"
+#undef LYSEP_VBYTES
+#undef LYSEP_SG_PREFIX
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LYSEP_SG_X86 1
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LYSEP_SG_PREFIX lysep_sgavx2
+#define LYSEP_VBYTES 32
+#include "_smallgemm_body.h"
+#undef LYSEP_VBYTES
+#undef LYSEP_SG_PREFIX
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx2,fma,prefer-vector-width=512")
+#define LYSEP_SG_PREFIX lysep_sgavx512
+#define LYSEP_VBYTES 64
+#include "_smallgemm_body.h"
+#undef LYSEP_VBYTES
+#undef LYSEP_SG_PREFIX
+#pragma GCC pop_options
+#endif
+
+/* Vector width in bytes of the variant the CPU runs. */
+static int lysep_smallgemm_vbytes(void)
+{
+#ifdef LYSEP_SG_X86
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return 64;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 32;
+#endif
+    return 16;
+}
+
+/* Widest output (columns) the kernels take, for vector width vb and elements of `size` bytes. */
+static ptrdiff_t lysep_smallgemm_max_n(int vb, size_t size)
+{
+    return (ptrdiff_t)(4 * vb / size);
+}
+
+/* `vb` picks the variant by its vector width: lysep_smallgemm_vbytes() for the widest
+ * the CPU runs, a smaller supported width to test the others. */
+#ifdef LYSEP_SG_X86
+#define LYSEP_SG_DISPATCH(fn, ...)                                          \
+    do {                                                                    \
+        if (vb == 64) return lysep_sgavx512_##fn(__VA_ARGS__);              \
+        if (vb == 32) return lysep_sgavx2_##fn(__VA_ARGS__);                \
+        return lysep_sgbase_##fn(__VA_ARGS__);                              \
+    } while (0)
+#else
+#define LYSEP_SG_DISPATCH(fn, ...) do { (void)vb; return lysep_sgbase_##fn(__VA_ARGS__); } while (0)
+#endif
+
+static int lysep_rows_nn_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
+                           ptrdiff_t lda, const double *B, ptrdiff_t ldb, double alpha,
+                           const double *C0, ptrdiff_t ldc0, const double *bias,
+                           double *C, ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(rows_nn_d, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc); }
+static int lysep_rows_nn_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const float *A,
+                           ptrdiff_t lda, const float *B, ptrdiff_t ldb, float alpha,
+                           const float *C0, ptrdiff_t ldc0, const float *bias,
+                           float *C, ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(rows_nn_f, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc); }
+static int lysep_tn_acc_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
+                          ptrdiff_t lda, const double *B, ptrdiff_t ldb, double *C,
+                          ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(tn_acc_d, M, k, n, A, lda, B, ldb, C, ldc); }
+static int lysep_tn_acc_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const float *A,
+                          ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+                          ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(tn_acc_f, M, k, n, A, lda, B, ldb, C, ldc); }
+#endif

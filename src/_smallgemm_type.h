@@ -1,0 +1,212 @@
+/* The kernels of _smallgemm.h for one element type SG_T (suffix SG_S) and one vector
+ * width LYSEP_VBYTES.  GCC's vector extensions give portable vectors; the tile functions
+ * are inlined with constant shapes, so their accumulator arrays live in registers. */
+#define SG_CAT3_(a, b, c) a##_##b##_##c
+#define SG_CAT3(a, b, c) SG_CAT3_(a, b, c)
+#define SG_FN(x) SG_CAT3(LYSEP_SG_PREFIX, x, SG_S)
+#define SG_V SG_FN(vec)
+#define SG_VL ((ptrdiff_t)(LYSEP_VBYTES / sizeof(SG_T)))
+
+typedef SG_T SG_V __attribute__((vector_size(LYSEP_VBYTES), aligned(sizeof(SG_T))));
+
+/* The first `tail` (1 <= tail <= VL) elements at p as a vector, zero past them, and the
+ * converse store: masked loads and stores where the instruction set has them. */
+static inline __attribute__((always_inline)) SG_V
+SG_FN(load_tail)(const SG_T *p, ptrdiff_t tail)
+{
+#if LYSEP_VBYTES == 64
+    if (sizeof(SG_T) == 8)
+        return (SG_V)_mm512_maskz_loadu_pd((__mmask8)((1u << tail) - 1), p);
+    return (SG_V)_mm512_maskz_loadu_ps((__mmask16)((1u << tail) - 1), p);
+#elif LYSEP_VBYTES == 32
+    if (sizeof(SG_T) == 8)
+        return (SG_V)_mm256_maskload_pd((const double *)p, _mm256_cmpgt_epi64(
+            _mm256_set1_epi64x(tail), _mm256_setr_epi64x(0, 1, 2, 3)));
+    return (SG_V)_mm256_maskload_ps((const float *)p, _mm256_cmpgt_epi32(
+        _mm256_set1_epi32((int)tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+#else
+    SG_V t = {0};
+    for (ptrdiff_t l = 0; l < tail; l++)
+        t[l] = p[l];
+    return t;
+#endif
+}
+
+static inline __attribute__((always_inline)) void
+SG_FN(store_tail)(SG_T *p, SG_V v, ptrdiff_t tail)
+{
+#if LYSEP_VBYTES == 64
+    if (sizeof(SG_T) == 8)
+        _mm512_mask_storeu_pd(p, (__mmask8)((1u << tail) - 1), (__m512d)v);
+    else
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << tail) - 1), (__m512)v);
+#elif LYSEP_VBYTES == 32
+    if (sizeof(SG_T) == 8)
+        _mm256_maskstore_pd((double *)p, _mm256_cmpgt_epi64(
+            _mm256_set1_epi64x(tail), _mm256_setr_epi64x(0, 1, 2, 3)), (__m256d)v);
+    else
+        _mm256_maskstore_ps((float *)p, _mm256_cmpgt_epi32(
+            _mm256_set1_epi32((int)tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)v);
+#else
+    for (ptrdiff_t l = 0; l < tail; l++)
+        p[l] = v[l];
+#endif
+}
+
+/* Columns [0, n) of row c := row v (n <= nv * VL; the last vector may be partial). */
+static inline __attribute__((always_inline)) void
+SG_FN(store_row)(SG_T *c, const SG_V *v, int nv, ptrdiff_t n)
+{
+    for (int j = 0; j < nv - 1; j++)
+        memcpy(c + j * SG_VL, &v[j], sizeof(SG_V));
+    SG_FN(store_tail)(c + (nv - 1) * SG_VL, v[nv - 1], n - (nv - 1) * SG_VL);
+}
+
+/* Row c (n columns) as nv vectors, zero past n. */
+static inline __attribute__((always_inline)) void
+SG_FN(load_row)(SG_V *v, const SG_T *c, int nv, ptrdiff_t n)
+{
+    for (int j = 0; j < nv - 1; j++)
+        memcpy(&v[j], c + j * SG_VL, sizeof(SG_V));
+    v[nv - 1] = SG_FN(load_tail)(c + (nv - 1) * SG_VL, n - (nv - 1) * SG_VL);
+}
+
+/* mr rows x nv vectors of C = C0 + bias + A Bp (Bp: k rows of nv vectors, alpha folded in). */
+static inline __attribute__((always_inline)) void
+SG_FN(nn_tile)(int mr, int nv, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+               const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
+               SG_T *C, ptrdiff_t ldc)
+{
+    SG_V acc[4][4], b[4], c0[4];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++)
+            acc[i][j] = bias[j];
+    for (ptrdiff_t p = 0; p < k; p++) {
+        for (int j = 0; j < nv; j++)
+            b[j] = Bp[p * nv + j];
+        for (int i = 0; i < mr; i++) {
+            SG_T a = A[i * lda + p];
+            for (int j = 0; j < nv; j++)
+                acc[i][j] += a * b[j];
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        if (C0) {
+            SG_FN(load_row)(c0, C0 + i * ldc0, nv, n);
+            for (int j = 0; j < nv; j++)
+                acc[i][j] += c0[j];
+        }
+        SG_FN(store_row)(C + i * ldc, acc[i], nv, n);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+SG_FN(nn_rows)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+               const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
+               SG_T *C, ptrdiff_t ldc)
+{
+    ptrdiff_t r = 0;
+    for (; r + 4 <= M; r += 4)
+        SG_FN(nn_tile)(4, nv, k, n, A + r * lda, lda, Bp, bias, C0 ? C0 + r * ldc0 : NULL,
+                       ldc0, C + r * ldc, ldc);
+    for (; r < M; r++)
+        SG_FN(nn_tile)(1, nv, k, n, A + r * lda, lda, Bp, bias, C0 ? C0 + r * ldc0 : NULL,
+                       ldc0, C + r * ldc, ldc);
+}
+
+static int SG_FN(rows_nn)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+                          ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
+                          const SG_T *C0, ptrdiff_t ldc0, const SG_T *bias,
+                          SG_T *C, ptrdiff_t ldc)
+{
+    if (n <= 0 || M <= 0)
+        return 0;
+    int nv = (int)((n + SG_VL - 1) / SG_VL);
+    if (nv > 4)
+        return 1;
+    /* B scaled by alpha, each row padded with zeros to nv whole vectors: on the stack
+     * for the small B of a thin layer (these calls come a block of rows at a time) */
+    SG_V Bstack[128];
+    size_t need = (size_t)(k > 0 ? k : 1) * nv;
+    SG_V *Bp = need <= 128 ? Bstack : (SG_V *)malloc(need * sizeof(SG_V));
+    if (!Bp)
+        return 1;
+    SG_V bv[4];
+    for (ptrdiff_t p = 0; p < k; p++) {
+        SG_FN(load_row)(Bp + p * nv, B + p * ldb, nv, n);
+        for (int j = 0; j < nv; j++)
+            Bp[p * nv + j] *= alpha;
+    }
+    if (bias) {
+        SG_FN(load_row)(bv, bias, nv, n);
+    } else {
+        for (int j = 0; j < nv; j++)
+            bv[j] = (SG_V){0};
+    }
+    switch (nv) {      /* constant tile widths, so the accumulators stay in registers */
+    case 1: SG_FN(nn_rows)(1, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
+    case 2: SG_FN(nn_rows)(2, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
+    case 3: SG_FN(nn_rows)(3, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
+    default: SG_FN(nn_rows)(4, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
+    }
+    if (Bp != Bstack)
+        free(Bp);
+    return 0;
+}
+
+/* Rows [p0, p0 + pr) of C += A^T B, the sum over all M rows held in registers. */
+static inline __attribute__((always_inline)) void
+SG_FN(tn_tile)(int pr, int nv, ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+               const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+{
+    SG_V acc[4][4], b[4], c[4];
+    for (int i = 0; i < pr; i++)
+        for (int j = 0; j < nv; j++)
+            acc[i][j] = (SG_V){0};
+    for (ptrdiff_t r = 0; r < M; r++) {
+        SG_FN(load_row)(b, B + r * ldb, nv, n);
+        for (int i = 0; i < pr; i++) {
+            SG_T a = A[r * lda + i];
+            for (int j = 0; j < nv; j++)
+                acc[i][j] += a * b[j];
+        }
+    }
+    for (int i = 0; i < pr; i++) {
+        SG_FN(load_row)(c, C + i * ldc, nv, n);
+        for (int j = 0; j < nv; j++)
+            c[j] += acc[i][j];
+        SG_FN(store_row)(C + i * ldc, c, nv, n);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+SG_FN(tn_cols)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+               const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+{
+    ptrdiff_t p = 0;
+    for (; p + 4 <= k; p += 4)
+        SG_FN(tn_tile)(4, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+    for (; p < k; p++)
+        SG_FN(tn_tile)(1, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+}
+
+static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+                         ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+{
+    if (n <= 0 || k <= 0)
+        return 0;
+    int nv = (int)((n + SG_VL - 1) / SG_VL);
+    switch (nv) {
+    case 1: SG_FN(tn_cols)(1, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    case 2: SG_FN(tn_cols)(2, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    case 3: SG_FN(tn_cols)(3, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    case 4: SG_FN(tn_cols)(4, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    default: return 1;
+    }
+}
+
+#undef SG_CAT3_
+#undef SG_CAT3
+#undef SG_FN
+#undef SG_V
+#undef SG_VL

@@ -1,0 +1,150 @@
+"""The narrow products of _smallgemm.h (thin layers) and the blocked kernels built on
+them, against NumPy: every instruction-set variant the CPU runs, tails of every length,
+the BLAS fallback for wide outputs, and row counts spanning many blocks."""
+import numpy as np
+import pytest
+
+from lysep import _fnn_blocks, _reference
+from lysep._activations import ACTIVATION_CODES
+
+from conftest import RTOL
+
+rng = np.random.default_rng(7)
+WIDTHS = _fnn_blocks._simd_widths()
+
+
+def close(a, b, dtype, scale=None):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(b).max(), 1.0) if scale is None else scale
+    np.testing.assert_allclose(a, b, rtol=0, atol=RTOL[dtype] * scale * 10)
+
+
+def test_this_cpu_runs_the_baseline_variant():
+    assert WIDTHS[0] == 16
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("M,k,n", [(1, 1, 1), (3, 7, 2), (4, 20, 20), (5, 20, 17),
+                                   (17, 3, 8), (9, 33, 9), (6, 2, 32), (11, 5, 33),
+                                   (8, 0, 5), (0, 4, 4), (13, 64, 24)])
+@pytest.mark.parametrize("mode", ["plain", "bias", "C0", "in_place"])
+def test_rows_product_matches_numpy(vb, M, k, n, mode, dtype):
+    A = rng.normal(size=(M, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    bias = rng.normal(size=n).astype(dtype) if mode != "plain" else None
+    C0 = rng.normal(size=(M, n)).astype(dtype) if mode in ("C0", "in_place") else None
+    expect = -0.5 * (A.astype(np.float64) @ B) + (0 if bias is None else bias) \
+        + (0 if C0 is None else C0)
+    C = C0 if mode == "in_place" else np.full((M, n), np.nan, dtype)
+    _fnn_blocks._rows_product(A, B, -0.5, C0, bias, C, vb)
+    close(C, expect, dtype, scale=max(k, 1) * 4.0)
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("M,k,n", [(1, 1, 1), (7, 3, 2), (300, 20, 20), (50, 5, 17),
+                                   (9, 33, 9), (31, 2, 32), (12, 6, 40), (400, 40, 3),
+                                   (0, 4, 4)])
+def test_tn_product_accumulates(vb, M, k, n, dtype):
+    A = rng.normal(size=(M, k)).astype(dtype)
+    B = rng.normal(size=(M, n)).astype(dtype)
+    C = rng.normal(size=(k, n)).astype(dtype)
+    expect = C.astype(np.float64) + A.astype(np.float64).T @ B
+    _fnn_blocks._tn_product(A, B, C, vb)
+    close(C, expect, dtype, scale=max(M, 1) * 4.0)
+
+
+def _layer(dtype, N, n_in, n_out):
+    A = np.tanh(rng.normal(size=(N, n_in))).astype(dtype)
+    W = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    return A, W, b
+
+
+# narrow layers over many row blocks, and a layer too wide for the narrow kernels
+SHAPES = [(1000, 20, 20), (257, 3, 31), (300, 40, 48)]
+
+
+@pytest.mark.parametrize("N,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_layer_forward_matches_reference(N, n_in, n_out, name, dtype):
+    A, W, b = _layer(dtype, N, n_in, n_out)
+    kind = ACTIVATION_CODES[name]
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        Z, Y = np.full((N, n_out), np.nan, dtype), np.full((N, n_out), np.nan, dtype)
+        backend.layer_forward(A, W, b, kind, Y, Z)
+        Y2 = np.full((N, n_out), np.nan, dtype)
+        backend.layer_forward(A, W, b, kind, Y2)            # without keeping Z
+        np.testing.assert_array_equal(Y, Y2)
+        out.append((Z, Y))
+    close(out[0][0], out[1][0], dtype)
+    close(out[0][1], out[1][1], dtype)
+
+
+@pytest.mark.parametrize("N,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_backprop_from_activation_values_matches_reference(N, n_in, n_out, name, dtype):
+    A, W, _ = _layer(dtype, N, n_in, n_out)
+    delta = rng.normal(size=(N, n_out)).astype(dtype)
+    kind = ACTIVATION_CODES[name]
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        gW, gb = np.empty((n_in, n_out), dtype), np.empty(n_out, dtype)
+        dp = np.empty((N, n_in), dtype)
+        backend.backprop_layer(delta, A, W, gW, gb, None, dp, kind)
+        out.append((gW, gb, dp))
+    for a, b in zip(*out):
+        close(a, b, dtype, scale=N * 1.0)
+
+
+def test_backprop_without_derivative_source_is_refused():
+    A, W, _ = _layer(np.float64, 10, 3, 2)
+    with pytest.raises(ValueError, match="D_prev or the activation kind"):
+        _fnn_blocks.backprop_layer(np.ones((10, 2)), A, W, np.empty((3, 2)), np.empty(2),
+                                   None, np.empty((10, 3)))
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+@pytest.mark.parametrize("n,n2", [(20, 20), (7, 30), (40, 36)])
+def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dtype):
+    """Rows far beyond one block, so the per-sample search runs block by block."""
+    N = 700
+    Z = rng.normal(size=(N, n)).astype(dtype)
+    A = np.tanh(Z).astype(dtype)
+    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
+    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
+    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    res = []
+    for backend in (_fnn_blocks, _reference):
+        eta = np.ones(N if per_sample else 1)
+        outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
+        work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
+                np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
+        r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
+                                  2.0, 1e4, *outs, *work)
+        res.append((r, outs, eta))
+    (rc, oc, ec), (rr, orf, er) = res
+    close(rc[:2], rr[:2], dtype, scale=rr[0])
+    assert rc[2:] == rr[2:]
+    for a, b in zip(oc, orf):
+        close(a, b, dtype)
+    np.testing.assert_array_equal(ec, er)
+
+
+@pytest.mark.parametrize("n_in", [20, 40])
+def test_ridge_with_long_data_matches_reference(n_in, dtype):
+    N, n_out = 2000, 20
+    A = np.tanh(rng.normal(size=(N, n_in))).astype(dtype)
+    Z = rng.normal(size=(N, n_out)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        W, R = np.zeros((n_in, n_out), dtype), np.zeros((N, n_out), dtype)
+        res = backend.ridge_update(A, Z, b, 0.1, 1e4 * np.finfo(dtype).eps, W, R,
+                                   np.zeros((n_in, n_in), dtype), np.zeros((n_in, n_in), dtype))
+        out.append((res, W, R))
+    (rc, Wc, Rc), (rr, Wr, Rr) = out
+    assert rc[2] == rr[2] == 0
+    close(rc[:2], rr[:2], dtype, scale=rr[0])
+    close(Wc, Wr, dtype, scale=np.abs(Wr).max() * 100)
+    close(Rc, Rr, dtype)
