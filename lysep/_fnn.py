@@ -13,8 +13,8 @@ from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
 from ._sweep import Forward, GDState, LineSearch, LySepState
 from ._threads import blas_threads
-from ._training import (Progress, StopRule, feature_names, stratified_split, warn_interrupted,
-                        warn_stop)
+from ._training import (Progress, StopRule, begin_fit, feature_names, stratified_split,
+                        warn_interrupted, warn_stop)
 from ._validation import (check_choice, check_dtype, check_feature_scale, check_int,
                           check_is_fitted, check_random_state, check_training_params, check_X,
                           check_y)
@@ -193,19 +193,9 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             self.surrogate_curve_ = [] if self.solver == "lysep" else None
             self.n_iter_ = 0
             self._state = None
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_") and not continuing:
-            del self.feature_names_in_
-        validation = None
-        self.validation_scores_ = None
-        if self.early_stopping:
-            train, val = stratified_split(y_enc, self.validation_fraction, rng)
-            validation = (X[val], y_enc[val])
-            X, y_enc = X[train], y_enc[train]
-            self.validation_scores_ = []
-        self.bound_constant_ = math.e * max(1.0, 1.0 / self.penalty_scale) \
-            if self.solver == "lysep" else None
+        X, y_enc, validation = begin_fit(
+            self, X, y_enc, names, continuing,
+            lambda y: stratified_split(y, self.validation_fraction, rng))
         with blas_threads(self.n_threads):
             self._train(backend, X, y_enc, weights, biases, continuing, validation)
         return self
@@ -272,7 +262,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         if not (continuing and self.loss_curve_):
             _append(curves, loss, acc, J)
         publish(self.n_iter_)
-        rule = StopRule(self.tol, self.n_iter_no_change, J if lysep else loss)
+        rule = StopRule(self.tol, self.n_iter_no_change, J if lysep else loss,
+                        validating=validation is not None)
         stop = None
         t0 = time.perf_counter()
         progress = Progress(self.verbose, self.max_iter, self.solver)
@@ -302,19 +293,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                               surrogate=None if J is None else float(J),
                               validation_score=val, time=time.perf_counter() - t0, **stats)
                 progress.update(record)
-                if self.callback is not None and self.callback(record):
-                    stop = "callback"
-                    break
-                if val is not None:
-                    if rule.early_stop():
-                        stop = "early_stopping"
-                        break
-                    continue
-                if lysep and rule.stalled(J_before, J):
-                    stop = "stalled"
-                    break
-                if rule.converged(J if lysep else loss):
-                    stop = "converged"
+                stop = rule.after(self.callback, record, validated=val is not None,
+                                  sweep=(J_before, J) if lysep else None,
+                                  objective=J if lysep else loss)
+                if stop is not None:
                     break
         except KeyboardInterrupt:
             for curve in curves:                 # drop a half-recorded iteration
@@ -325,9 +307,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             return
         finally:
             progress.close()
-            if validation is not None and rule.best_params is not None:
-                self.coefs_, self.intercepts_ = rule.best_params
-                self.best_validation_score_ = float(rule.best_val)
+            rule.restore_best(self)
         warn_stop(stop, self.solver, self.n_iter_, self.max_iter, self.n_iter_no_change,
                   stacklevel=3)
 

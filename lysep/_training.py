@@ -5,6 +5,7 @@ The numerical work stays in the estimators' loops; this module only decides when
 stop and what to tell the user, so FNNClassifier and CNNClassifier stop for the same
 reasons with the same messages.
 """
+import math
 import warnings
 
 import numpy as np
@@ -48,6 +49,27 @@ def progress_bar(total, solver):
     return tqdm(total=total, desc=solver, unit="it", leave=True)
 
 
+def begin_fit(est, X, y, names, continuing, split):
+    """What both fits set before training: ``feature_names_in_`` (from `names`, kept by
+    a warm start without them), the early-stopping hold-out drawn by ``split(y)`` ->
+    (train, validation) indices, ``validation_scores_`` and ``bound_constant_``.
+    Returns (X, y) to train on and the hold-out (X, y) or None."""
+    if names is not None:
+        est.feature_names_in_ = names
+    elif hasattr(est, "feature_names_in_") and not continuing:
+        del est.feature_names_in_
+    validation = None
+    est.validation_scores_ = None
+    if est.early_stopping:
+        train, val = split(y)
+        validation = (X[val], y[val])
+        X, y = X[train], y[train]
+        est.validation_scores_ = []
+    est.bound_constant_ = math.e * max(1.0, 1.0 / est.penalty_scale) \
+        if est.solver == "lysep" else None
+    return X, y, validation
+
+
 class Progress:
     """What ``verbose=True`` shows after each iteration of a callback record: the tqdm
     bar's live loss, J and accuracy, or one printed line when tqdm is missing."""
@@ -83,11 +105,32 @@ class StopRule:
       was passed with the best score.
     """
 
-    def __init__(self, tol, n_iter_no_change, objective):
-        self.tol, self.n = tol, n_iter_no_change
+    def __init__(self, tol, n_iter_no_change, objective, validating):
+        self.tol, self.n, self.validating = tol, n_iter_no_change, validating
         self.best, self.stall = objective, 0
         self.stall_zero = 0
         self.best_val, self.stall_val, self.best_params = -np.inf, 0, None
+
+    def after(self, callback, record, *, validated, sweep=None, objective=None):
+        """Why training stops after this iteration (None: it goes on), in FNNClassifier's
+        order: the callback returned True; else, with a validation set, early stopping
+        (only when a score was just `validated`); else no decrease of J by the
+        `sweep` (J_before, J); else convergence of `objective` (None: not checked)."""
+        if callback is not None and callback(record):
+            return "callback"
+        if self.validating:
+            return "early_stopping" if validated and self.early_stop() else None
+        if sweep is not None and self.stalled(*sweep):
+            return "stalled"
+        if objective is not None and self.converged(objective):
+            return "converged"
+        return None
+
+    def restore_best(self, estimator):
+        """Early stopping: give `estimator` the parameters of the best validation score."""
+        if self.best_params is not None:
+            estimator.coefs_, estimator.intercepts_ = self.best_params
+            estimator.best_validation_score_ = float(self.best_val)
 
     def validation(self, score, params):
         if score > self.best_val + self.tol:
