@@ -250,20 +250,12 @@ class CNNLySepState(LySepState):
         return self.fwd.chunk(i)
 
     # -- one sweep from the output down (Algorithm 2) ------------------------------
-    def sweep(self):
-        """Run one sweep; return a dict of diagnostics."""
-        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0}
-        self._output_block()                 # dense: the FNN blocks
-        self._last_hidden_block()
-        for i in range(self.m - 1, -1, -1):
-            self._ridge_block(i)
-            self._bias_block(i)
-            if i >= 1:
-                if i - 1 >= self.Lc:
-                    self._hidden_block(i - 1)
-                else:
-                    self._conv_z_block(i - 1)
-        return self.stats
+    # The FNN's sweep (with its per-block timings): its blocks dispatch to the conv
+    # versions below the first dense layer.
+    def _hidden_block(self, j):
+        if j < self.Lc:
+            return self._conv_z_block(j)
+        return super()._hidden_block(j)
 
     def _ridge_block(self, i):
         if i < self.Lc:

@@ -86,7 +86,7 @@ def load(path: "str | os.PathLike"):
             raise ValueError(f"{path} holds a {meta['estimator']}, which this lysep cannot load")
         params = dict(meta["params"])
         params["dtype"] = np.dtype(params["dtype"]).type
-        for key in ("hidden_layer_sizes", "conv_channels", "pool_size"):
+        for key in ("hidden_layer_sizes", "conv_channels", "pool_size", "image_shape"):
             if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
         est = estimators[meta["estimator"]](**params)

@@ -70,6 +70,24 @@ def begin_fit(est, X, y, names, continuing, split):
     return X, y, validation
 
 
+class BatchStream:
+    """Successive mini-batches of n samples: epochs of a fresh permutation, each batch
+    sorted.  Its state (generator, order, position) is what warm_start continues."""
+
+    def __init__(self, n, size, rng):
+        self.n, self.size, self.rng = n, size, rng
+        self.order, self.pos, self.last = rng.permutation(n), 0, None
+
+    def next(self):
+        """Indices of the next batch (also kept as ``last``)."""
+        if self.pos + self.size > self.n:
+            self.order = np.concatenate([self.order[self.pos:], self.rng.permutation(self.n)])
+            self.pos = 0
+        self.last = np.sort(self.order[self.pos:self.pos + self.size])
+        self.pos += self.size
+        return self.last
+
+
 class Progress:
     """What ``verbose=True`` shows after each iteration of a callback record: the tqdm
     bar's live loss, J and accuracy, or one printed line when tqdm is missing."""

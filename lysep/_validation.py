@@ -1,4 +1,5 @@
 """Input validation, done before any kernel runs (kernels trust their inputs)."""
+import math
 import numbers
 
 import numpy as np
@@ -61,6 +62,46 @@ def check_X(X, dtype, *, name="X", n_features=None, estimator="the model"):
         raise ValueError(f"{name} contains NaN or infinity (or values too large for "
                          f"{np.dtype(dtype).name}); remove or impute them before fitting")
     return arr
+
+
+def check_image_rows(X, dtype, image_shape=None, *, n_features=None, estimator="the model"):
+    """Return (rows, shape): X checked as check_X does, one image per C-contiguous row,
+    and the (C, H, W) of its images (None when X came as flat rows).
+
+    X holds images (n, H, W) or (n, C, H, W), or, when `image_shape` is set, flat rows
+    (n, C*H*W) in (C, H, W) order (what a Pipeline's transformers pass on)."""
+    if _is_sparse(X):
+        check_X(X, dtype)                                  # raises its TypeError
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and other unconvertible input
+        raise ValueError(f"X could not be converted to a numeric array: {exc}") from None
+    if arr.ndim <= 2 and image_shape is not None:       # flat rows (check_X: 1-D hint)
+        return check_X(arr, dtype, n_features=n_features, estimator=estimator), None
+    if arr.ndim == 2:
+        raise ValueError("X is 2-dimensional (n_samples, n_features): pass images of "
+                         "shape (n, H, W) or (n, C, H, W), or set image_shape=(C, H, W) "
+                         "to pass each image as a flat row")
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"X must be images of shape (n, H, W) or (n, C, H, W) (or flat rows "
+                         f"with image_shape set), got {arr.ndim} dimension(s)")
+    shape = arr.shape[1:] if arr.ndim == 4 else (1, *arr.shape[1:])
+    return check_X(arr.reshape(arr.shape[0], math.prod(arr.shape[1:])), dtype), shape
+
+
+def images_nhwc(rows, shape, image_shape, expected="image_shape is"):
+    """Rows of images (C, H, W) as the C-contiguous NHWC array the kernels take; rows
+    without a shape are flat images of `image_shape`, else `shape` must match it."""
+    if shape is None:
+        need = math.prod(image_shape)
+        if rows.shape[1] != need:
+            raise ValueError(f"X has {rows.shape[1]} feature(s) per sample, but "
+                             f"image_shape={tuple(image_shape)} needs C*H*W = {need}")
+        shape = image_shape
+    elif image_shape is not None and tuple(shape) != tuple(image_shape):
+        raise ValueError(f"X has images of shape (C, H, W) = {tuple(shape)}, but "
+                         f"{expected} {tuple(image_shape)}")
+    return np.ascontiguousarray(rows.reshape(-1, *shape).transpose(0, 2, 3, 1))
 
 
 def _is_sparse(X):

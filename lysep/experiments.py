@@ -254,19 +254,19 @@ def _status(clf, spec, messages):
 
 def _estimator(spec):
     """The estimator a run trains: an FNN of depth x width, or (CNN grid) a CNN with depth
-    conv layers of width channels."""
+    conv layers of width channels.  The budget is the protocol: no stopping rule ends a
+    run before max_iter."""
     common = dict(activation=spec.activation, solver=spec.solver, max_iter=spec.max_iter,
                   learning_rate_init=spec.learning_rate if spec.solver == "gd" else 0.1,
                   penalty_scale=spec.penalty_scale if spec.solver == "lysep" else 0.01,
-                  random_state=spec.seed)
+                  random_state=spec.seed, tol=0.0, n_iter_no_change=spec.max_iter)
     if spec.experiment == "cnn":
         from ._cnn import CNNClassifier
         return CNNClassifier(conv_channels=(spec.width,) * spec.depth,
                              pool_size=CNN_POOLS[spec.depth], hidden_layer_sizes=(spec.hidden,),
                              batch_size=spec.batch_size, refresh_every=spec.refresh_every,
                              **common)
-    return FNNClassifier(hidden_layer_sizes=(spec.width,) * spec.depth, tol=0.0,
-                         n_iter_no_change=spec.max_iter, **common)
+    return FNNClassifier(hidden_layer_sizes=(spec.width,) * spec.depth, **common)
 
 
 def run_one(spec):

@@ -75,6 +75,17 @@ def sample_indices(shape, n, rng):
     return [tuple(int(rng.integers(0, d)) for d in shape) for _ in range(n)]
 
 
+def image_data(n=60, H=8, C=None, K=3, seed=0):
+    """Small images (n, H, H) or (n, C, H, H) with string labels of K classes and a
+    learnable signal in the first columns of every image."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    shape = (n, H, H) if C is None else (n, C, H, H)
+    X = rng.normal(size=shape) * 0.3
+    X[..., :4] += y.reshape((n,) + (1,) * (X.ndim - 1)) * 0.5
+    return X, np.array(["a", "b", "c", "d", "e"][:K])[y]
+
+
 @pytest.fixture(params=DTYPES, ids=["float64", "float32"])
 def dtype(request):
     return request.param

@@ -5,6 +5,7 @@ minimiser, Theorem B and monotone J at every sweep, the estimator contract, and
 LySep-CNN against GD-CNN on real Fashion-MNIST."""
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -12,10 +13,11 @@ import scipy.optimize
 
 from lysep import _cnn_blocks, _cnn_reference
 from lysep._activations import ACTIVATION_CODES, LIPSCHITZ
+from lysep import ConvergenceWarning
 from lysep._cnn import CNNClassifier, init_cnn_parameters
 from lysep._cnn_sweep import CNN_BACKENDS, Architecture, CNNGDState, CNNLySepState
 
-from conftest import central_difference, sample_indices
+from conftest import central_difference, image_data, sample_indices
 
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -326,19 +328,10 @@ def test_reference_backend_follows_the_compiled_sweep(pool):
 
 # ---------------------------------------------------------------------------
 # the estimator
-def _images(n=60, H=8, C=None, K=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, K, n)
-    shape = (n, H, H) if C is None else (n, C, H, H)
-    X = rng.normal(size=shape) * 0.3
-    X[..., :4] += y.reshape((n,) + (1,) * (X.ndim - 1)) * 0.5      # learnable signal
-    return X, np.array(["a", "b", "c"])[y]
-
-
 @pytest.mark.parametrize("solver", ["lysep", "gd"])
 @pytest.mark.parametrize("C", [None, 2])
 def test_estimator_contract(solver, C):
-    X, y = _images(C=C)
+    X, y = image_data(C=C)
     clf = CNNClassifier(conv_channels=(3, 2), pool_size=(2, 1), hidden_layer_sizes=(6,),
                         solver=solver, batch_size=25, refresh_every=3, max_iter=9,
                         eval_every=2, learning_rate_init=0.5, random_state=0)
@@ -363,7 +356,7 @@ def test_estimator_contract(solver, C):
 
 
 def test_estimator_dtype_and_same_start():
-    X, y = _images()
+    X, y = image_data()
     kw = dict(conv_channels=(2,), hidden_layer_sizes=(4,), max_iter=2, random_state=3)
     c64 = CNNClassifier(**kw).fit(X, y)
     c32 = CNNClassifier(**kw, dtype=np.float32).fit(X, y)
@@ -373,7 +366,7 @@ def test_estimator_dtype_and_same_start():
 
 
 def test_init_is_pytorch_default():
-    X, y = _images(n=30)
+    X, y = image_data(n=30)
     clf = CNNClassifier(conv_channels=(4,), hidden_layer_sizes=(5,), max_iter=1,
                         solver="gd", learning_rate_init=1e-12, random_state=0).fit(X, y)
     # fan_in = C_in k^2 = 9 for the conv kernel, 4*4*4 = 64 for the first dense layer
@@ -381,45 +374,150 @@ def test_init_is_pytorch_default():
     assert np.abs(clf.coefs_[1]).max() <= 1 / 8 and np.abs(clf.coefs_[1]).max() > 0.1
 
 
-@pytest.mark.parametrize("params,match", [
-    (dict(conv_channels=()), "conv_channels"),
-    (dict(conv_channels=(0,)), "conv_channels"),
-    (dict(kernel_size=0), "kernel_size"),
-    (dict(padding=-1), "padding"),
-    (dict(pool="min"), "pool"),
-    (dict(pool_size=(2, 2, 2)), "pool_size"),
-    (dict(pool_size=3), "divisible"),
-    (dict(kernel_size=11, padding=0), "smaller"),
-    (dict(hidden_layer_sizes=()), "hidden dense"),
-    (dict(solver="adam"), "solver"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(refresh_every=0), "refresh_every"),
-    (dict(penalty_scale=0), "penalty_scale"),
-    (dict(dtype=np.int32), "dtype"),
-    (dict(activation="gelu"), "activation"),
-])
-def test_bad_parameters(params, match):
-    X, y = _images(n=20)
-    with pytest.raises(ValueError, match=match):
-        CNNClassifier(**{"conv_channels": (2,), "max_iter": 1, **params}).fit(X, y)
+# the estimator contract FNNClassifier has: warm start, callback, stopping rules,
+# progress report, flat rows for pipelines, persistence
+CONTRACT = dict(conv_channels=(3, 2), pool_size=(2, 1), hidden_layer_sizes=(6,), batch_size=25,
+                refresh_every=3, eval_every=2, learning_rate_init=0.5, random_state=1)
 
 
-def test_bad_inputs():
-    X, y = _images(n=20)
-    clf = CNNClassifier(conv_channels=(2,), hidden_layer_sizes=(3,), max_iter=1)
-    with pytest.raises(ValueError, match="dimension"):
-        clf.fit(X.reshape(20, -1), y)
-    with pytest.raises(ValueError, match="inconsistent"):
-        clf.fit(X, y[:-1])
-    bad = X.copy()
-    bad[0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        clf.fit(bad, y)
-    with pytest.raises(Exception, match="not fitted"):
-        clf.predict(X)
-    clf.fit(X, y)
-    with pytest.raises(ValueError, match="fitted on"):
-        clf.predict(X[:, :4, :4])
+def _same_parameters(a, b):
+    return all(np.array_equal(p, q) for p, q in zip(a.coefs_ + a.intercepts_,
+                                                     b.coefs_ + b.intercepts_))
+
+
+@pytest.mark.parametrize("solver,batch_size", [("lysep", 25), ("gd", 25), ("lysep", 1000)])
+def test_warm_start_continues_exactly(solver, batch_size):
+    """fit(max_iter=4) then fit(max_iter=7) with warm_start equals fit(max_iter=11): the
+    first fit ends inside a batch (refresh_every=3), so the batch stream, the batch and
+    its auxiliary variables and step sizes must all be continued."""
+    X, y = image_data(n=90, C=2)
+    kw = dict(CONTRACT, solver=solver, batch_size=batch_size, n_iter_no_change=50)
+    one = CNNClassifier(max_iter=11, **kw).fit(X, y)
+    two = CNNClassifier(max_iter=4, warm_start=True, **kw).fit(X, y)
+    assert not _same_parameters(one, two)
+    two.set_params(max_iter=7).fit(X, y)
+    assert two.n_iter_ == 11 and _same_parameters(one, two)
+    assert two.curve_iterations_ == one.curve_iterations_ == [0, 2, 4, 6, 8, 10, 11]
+    assert two.loss_curve_ == one.loss_curve_ and two.batch_loss_curve_ == one.batch_loss_curve_
+    cold = CNNClassifier(max_iter=4, **kw).fit(X, y)
+    cold.set_params(max_iter=7).fit(X, y)               # without warm_start: starts over
+    assert cold.n_iter_ == 7 and not _same_parameters(one, cold)
+
+
+def test_callback_sees_every_iteration_and_can_stop():
+    X, y = image_data(n=90, C=2)
+    seen = []
+
+    def callback(record):
+        seen.append(record)
+        return record["iteration"] == 5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)       # a requested stop
+        clf = CNNClassifier(max_iter=50, callback=callback, **CONTRACT).fit(X, y)
+    assert [r["iteration"] for r in seen] == [1, 2, 3, 4, 5] and clf.n_iter_ == 5
+    assert clf.curve_iterations_ == [0, 2, 4, 5]             # the curves end at the model
+    for r in seen:
+        assert r["loss"] <= clf.bound_constant_ * r["surrogate"]        # Theorem B, batch-wise
+        assert r["eta_output"] > 0 and r["seconds_z"] > 0 and r["time"] > 0
+        evaluated = r["iteration"] in clf.curve_iterations_[:-1]
+        assert (r["train_loss"] is not None) == evaluated and r["validation_score"] is None
+    assert seen[3]["train_loss"] == clf.loss_curve_[2]
+    assert seen[3]["train_accuracy"] == clf.accuracy_curve_[2]
+
+
+def test_convergence_warning_at_max_iter():
+    X, y = image_data()
+    with pytest.warns(ConvergenceWarning, match=r"lysep: maximum iterations \(3\) reached"):
+        warnings.simplefilter("always", ConvergenceWarning)
+        CNNClassifier(max_iter=3, **CONTRACT).fit(X, y)
+
+
+def test_tol_stops_after_n_iter_no_change_evaluations():
+    """The training loss is checked at every evaluation (eval_every=2): a step size
+    too small to move it by tol stops training after 3 evaluations, without warning."""
+    X, y = image_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = CNNClassifier(**{**CONTRACT, "learning_rate_init": 1e-9}, solver="gd",
+                            tol=1e-3, n_iter_no_change=3, max_iter=100).fit(X, y)
+    assert clf.n_iter_ == 6 and clf.curve_iterations_ == [0, 2, 4, 6]
+    going = CNNClassifier(**CONTRACT, solver="gd", tol=1e-3, n_iter_no_change=3,
+                          max_iter=30).fit(X, y)      # a useful step keeps going
+    assert going.n_iter_ > 6
+
+
+def test_stalled_line_searches_stop_lysep(monkeypatch):
+    """No sweep lowers J for n_iter_no_change sweeps: stop with a NumericalWarning."""
+    from lysep import NumericalWarning
+    monkeypatch.setattr(CNNLySepState, "sweep", lambda state: {})    # J never moves
+    X, y = image_data()
+    with pytest.warns(NumericalWarning, match="no block decreased J in 4 consecutive sweeps"):
+        clf = CNNClassifier(**CONTRACT, n_iter_no_change=4, max_iter=50).fit(X, y)
+    assert clf.n_iter_ == 4
+
+
+def test_early_stopping_restores_the_best_validation_weights():
+    X, y = image_data(n=90, C=2)
+    kw = dict(CONTRACT, early_stopping=True, validation_fraction=0.3, n_iter_no_change=2)
+    clf = CNNClassifier(max_iter=200, **kw).fit(X, y)
+    scores = clf.validation_scores_
+    assert len(scores) == len(clf.curve_iterations_) - 1 and clf.n_iter_ < 200
+    assert clf.best_validation_score_ == max(scores)
+    best = int(np.argmax(scores))                   # first best (strict improvement)
+    assert len(scores) - 1 - best == 2              # stopped 2 evaluations later
+    # the returned model is the one of the best evaluation: a run that ends there
+    at_best = CNNClassifier(max_iter=clf.curve_iterations_[best + 1], **kw).fit(X, y)
+    assert _same_parameters(clf, at_best)
+    assert not _same_parameters(clf, CNNClassifier(max_iter=clf.n_iter_,
+                                                   **{**kw, "early_stopping": False}).fit(X, y))
+
+
+@pytest.mark.parametrize("tqdm", [True, False])
+def test_verbose_reports_progress(capsys, monkeypatch, tqdm):
+    import lysep._training
+    if not tqdm:                                    # as without the progress extra
+        monkeypatch.setattr(lysep._training, "progress_bar", lambda total, solver: None)
+    X, y = image_data()
+    CNNClassifier(max_iter=3, verbose=True, **CONTRACT).fit(X, y)
+    out = capsys.readouterr()
+    if tqdm:
+        assert "3/3" in out.err and "J=" in out.err and "acc=" in out.err
+    else:
+        lines = out.out.strip().splitlines()
+        assert len(lines) == 3 and lines[2].startswith("Iteration 3, loss = ")
+        assert ", J = " in lines[2] and "accuracy = " in lines[2]
+
+
+def test_flat_rows_with_image_shape_train_the_image_model():
+    X, y = image_data(n=60, C=2)
+    flat = X.reshape(60, -1)                        # (C, H, W) order, as NumPy flattens
+    a = CNNClassifier(max_iter=4, image_shape=(2, 8, 8), **CONTRACT).fit(flat, y)
+    b = CNNClassifier(max_iter=4, **CONTRACT).fit(X, y)
+    assert _same_parameters(a, b) and a.n_features_in_ == b.n_features_in_ == 128
+    np.testing.assert_array_equal(a.predict_proba(flat), b.predict_proba(X))
+    np.testing.assert_array_equal(b.predict_proba(flat), b.predict_proba(X))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    with pytest.raises(ValueError, match=r"set image_shape=\(C, H, W\)"):
+        CNNClassifier(max_iter=1, **CONTRACT).fit(flat, y)
+
+
+def test_cnn_save_load_keeps_image_shape_and_the_new_parameters(tmp_path):
+    import lysep
+    X, y = image_data(n=60, C=2)
+    flat = X.reshape(60, -1)
+    clf = CNNClassifier(max_iter=6, image_shape=(2, 8, 8), early_stopping=True, tol=1e-4,
+                        n_iter_no_change=20, warm_start=True, callback=lambda r: False,
+                        **CONTRACT).fit(flat, y)
+    again = lysep.load(clf.save(tmp_path / "cnn.npz"))
+    params = again.get_params()
+    assert params["image_shape"] == (2, 8, 8) and params["early_stopping"] is True
+    assert params["tol"] == 1e-4 and params["callback"] is None     # code is never stored
+    np.testing.assert_array_equal(again.predict_proba(flat), clf.predict_proba(flat))
+    assert again.validation_scores_ == clf.validation_scores_
+    assert again.best_validation_score_ == clf.best_validation_score_
+    again.set_params(max_iter=2).fit(flat, y)             # warm start from a loaded file
+    assert again.n_iter_ == clf.n_iter_ + 2
 
 
 # ---------------------------------------------------------------------------
