@@ -1,6 +1,7 @@
 """Shared fixtures: small random problems and a from-scratch J (MATH.md §3) that
 trusts nothing cached by the sweep."""
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -73,6 +74,22 @@ def central_difference(f, x, idx, h=1e-6):
 def sample_indices(shape, n, rng):
     """n random multi-indices into an array of `shape`."""
     return [tuple(int(rng.integers(0, d)) for d in shape) for _ in range(n)]
+
+
+def fit_in_threads(estimators, X, y):
+    """Fit every estimator on (X, y) at the same time, each in its own Python thread."""
+    threads = [threading.Thread(target=est.fit, args=(X, y)) for est in estimators]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def assert_same_fit(a, b):
+    """Two fitted models with bit-identical parameters and loss curves."""
+    for Wa, Wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(Wa, Wb)
+    assert a.loss_curve_ == b.loss_curve_
 
 
 def image_data(n=60, H=8, C=None, K=3, seed=0):

@@ -1,6 +1,5 @@
 """Determinism, concurrency, memory hygiene and numerical safety (issue: reliability)."""
 import gc
-import threading
 import tracemalloc
 import warnings
 
@@ -9,6 +8,8 @@ import pytest
 
 from lysep import FNNClassifier
 from lysep.datasets import circle
+
+from conftest import assert_same_fit, fit_in_threads
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +22,9 @@ def test_two_fits_in_two_threads_equal_sequential_fits(data):
     params = [dict(solver="lysep", random_state=1), dict(solver="gd", random_state=2)]
     sequential = [FNNClassifier((12, 12, 12), max_iter=25, **p).fit(X, y) for p in params]
     parallel = [FNNClassifier((12, 12, 12), max_iter=25, **p) for p in params]
-    threads = [threading.Thread(target=est.fit, args=(X, y)) for est in parallel]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    fit_in_threads(parallel, X, y)
     for a, b in zip(sequential, parallel):
-        for Wa, Wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
-            np.testing.assert_array_equal(Wa, Wb)
-        assert a.loss_curve_ == b.loss_curve_
+        assert_same_fit(a, b)
 
 
 def test_repeated_fit_predict_does_not_grow_memory(data):
