@@ -128,6 +128,7 @@ cdef extern from "_smallgemm.h" nogil:
     int lysep_tn_acc_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                        Py_ssize_t ldc)
+    double lysep_ssq_d(int vb, Py_ssize_t n, const double *x)
     int lysep_tn_acc_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
                        Py_ssize_t ldc)

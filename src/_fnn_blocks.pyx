@@ -14,7 +14,7 @@ from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
 from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc,
-                   lysep_smallgemm_vbytes)
+                   lysep_smallgemm_vbytes, lysep_ssq_d)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport act_forward, act_derivative_from_value, act_derivative_times
@@ -24,11 +24,15 @@ from _cross_entropy cimport ce_row, ce_rows
 # ---------------------------------------------------------------------------
 # small helpers
 cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
-    """sum of squares, accumulated in double: four interleaved partial sums, so the
-    additions do not wait on each other (a single running sum was latency-bound and
-    the largest cost of the Z blocks' own code)."""
+    """sum of squares, accumulated in double: vector accumulators (_smallgemm.h) for
+    a long double array; else four interleaved scalar partial sums, so the additions
+    do not wait on each other (a single running sum was latency-bound and the largest
+    cost of the Z blocks' own code)."""
     cdef Py_ssize_t i = 0
     cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    if floating is double:
+        if n >= 64:             # whole arrays; a short row is done before a call returns
+            return lysep_ssq_d(lysep_smallgemm_vbytes(), n, x)
     while i + 4 <= n:
         s0 += <double>x[i] * x[i]
         s1 += <double>x[i + 1] * x[i + 1]
@@ -474,20 +478,29 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
                         double omega, double omega_next, int max_backtracks, double *eta,
                         floating *Z_out, floating *A_out, floating *R_out,
                         floating *R_next_out, floating *Ac, floating *g, floating *Zb,
-                        floating *Rc, floating *Zc, Py_ssize_t *n_failed) noexcept nogil:
+                        floating *Rc, floating *Zc, double *sq, Py_ssize_t *n_failed,
+                        double *r_sum, double *rn_sum) noexcept nogil:
     """The Z step of z_hidden_step on nb consecutive rows (pointers at their first row;
-    the work arrays and Zc hold nb rows).  Returns the number of trial rounds."""
+    the work arrays and Zc hold nb rows, sq 4 nb doubles).  Adds the squared norms of
+    the block's R_out and R_next_out to r_sum and rn_sum, from the row sums the search
+    computes anyway.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, j, a, n_active
     cdef int t, n_trials = 0
     cdef floating *At
     cdef floating *Rt
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
+    cdef double *rs = sq             # ||R_out_i||^2 and ||R_next_out_i||^2 by row,
+    cdef double *rns = sq + nb       # and the same for the trials by compact position
+    cdef double *rs_t = sq + 2 * nb
+    cdef double *rns_t = sq + 3 * nb
     s.N = nb
     act_derivative_from_value(kind, nb * n, A, Ac)
     # zb = R_next + W_next sigma(Z): the fixed target of the next layer
     rows_gemm(nb, n, n2, A, n, W, n2, <floating>1, R_next, n2, <floating *>NULL, Zb, n2)
     for i in range(nb):
-        s.f0[i] = omega * _ssq(n, R + i * n) + omega_next * _ssq(n2, R_next + i * n2)
+        rs[i] = _ssq(n, R + i * n)
+        rns[i] = _ssq(n2, R_next + i * n2)
+        s.f0[i] = omega * rs[i] + omega_next * rns[i]
     rows_gemm(nb, n2, n, R_next, n2, WT, n, <floating>1, <floating *>NULL, 0,
               <floating *>NULL, g, n)
     for i in range(nb * n):
@@ -519,19 +532,27 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
             i = s.active[a]
             for j in range(n2):           # trial residual of the next layer: zb - W sigma(z)
                 Rt[a * n2 + j] += Zb[i * n2 + j]
-            s.f_trial[a] = omega * _ssq(n, R_out + i * n) + omega_next * _ssq(n2, Rt + a * n2)
+            rs_t[a] = _ssq(n, R_out + i * n)
+            rns_t[a] = _ssq(n2, Rt + a * n2)
+            s.f_trial[a] = omega * rs_t[a] + omega_next * rns_t[a]
         _search_decide(s, n_active)
         for a in range(n_active):
             i = s.active[a]
-            if s.accept[a] == _ACCEPT and At != A_out:
-                memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
-                memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
+            if s.accept[a] == _ACCEPT:
+                rs[i] = rs_t[a]
+                rns[i] = rns_t[a]
+                if At != A_out:
+                    memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
+                    memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
             elif s.accept[a] == _RETRY and t == max_backtracks:
                 n_failed[0] += 1       # no acceptable step: the row keeps its values
                 _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
                 memcpy(R_next_out + i * n2, R_next + i * n2, n2 * sizeof(floating))
         n_active = _search_compact(s, n_active)
     _search_finish(s, eta)
+    for i in range(nb):              # rows that kept their values kept their sums
+        r_sum[0] += rs[i]
+        rn_sum[0] += rns[i]
     return n_trials
 
 
@@ -555,7 +576,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
     cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
     cdef int t, n_trials = 0
-    cdef double r_sum, rn_sum
+    cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
     for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
@@ -574,8 +595,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                                     else 2.220446049250313e-16)
     cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
     cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
-    if failed or WT == NULL or Zc == NULL:
-        free(WT); free(Zc)
+    cdef double *sq = <double *>malloc(4 * block * sizeof(double))
+    if failed or WT == NULL or Zc == NULL or sq == NULL:
+        free(WT); free(Zc); free(sq)
         _search_free(&s)
         raise MemoryError()
     with nogil:
@@ -590,13 +612,11 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                                max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
                                &A_out[r0, 0], &R_out[r0, 0], &R_next_out[r0, 0],
                                &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
-                               &work_Rc[0, 0], Zc, &n_failed)
+                               &work_Rc[0, 0], Zc, sq, &n_failed, &r_sum, &rn_sum)
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
             r0 += nb
-        r_sum = _ssq(N * n, &R_out[0, 0])
-        rn_sum = _ssq(N * n2, &R_next_out[0, 0])
     _search_free(&s)
-    free(WT); free(Zc)
+    free(WT); free(Zc); free(sq)
     return r_sum, rn_sum, n_failed, n_trials
 
 
@@ -619,6 +639,8 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     -1 LAPACK failure (W_out then holds zeros).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
+    cdef Py_ssize_t r0, nb, block
+    cdef bint gram_narrow
     cdef int status = 0
     cdef double r_sum, w_sum
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
@@ -629,22 +651,36 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef floating *G = &work_gram[0, 0]
     cdef floating *W = &W_out[0, 0]
     with nogil:
-        _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
-        # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be
+        # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be, and
+        # the Gram matrix: for a narrow layer both by the narrow kernel (the whole Gram
+        # matrix; faster than syrk's triangle here), a block of rows at a time so that
+        # the block of Z - b and of A_prev is still in cache for the two products
         memset(W, 0, n_in * n_out * sizeof(floating))
-        tn_gemm_acc(N, n_in, n_out, &A_prev[0, 0], n_in, &R_out[0, 0], n_out, W, n_out)
-        if narrow(n_in, sizeof(floating)) and n_in <= 32:
-            # the whole Gram matrix by the narrow kernel (faster than syrk's triangle here)
+        gram_narrow = narrow(n_in, sizeof(floating)) and n_in <= 32
+        if gram_narrow:
             memset(G, 0, n_in * n_in * sizeof(floating))
-            tn_gemm_acc(N, n_in, n_in, &A_prev[0, 0], n_in, &A_prev[0, 0], n_in, G, n_in)
-        else:
+        block = _layer_block(N, n_in, n_out, sizeof(floating))
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], &R_out[r0, 0])
+            tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, &R_out[r0, 0], n_out, W, n_out)
+            if gram_narrow:
+                tn_gemm_acc(nb, n_in, n_in, &A_prev[r0, 0], n_in, &A_prev[r0, 0], n_in, G, n_in)
+            r0 += nb
+        if not gram_narrow:
             syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
         for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
-        rows_gemm(N, n_in, n_out, &A_prev[0, 0], n_in, W, n_out, <floating>-1, &R_out[0, 0],
-                  n_out, <floating *>NULL, &R_out[0, 0], n_out)
-        r_sum = _ssq(N * n_out, &R_out[0, 0])
+        r_sum = 0
+        r0 = 0
+        while r0 < N:                      # R_out -= A_prev W, its norm while in cache
+            nb = block if r0 + block <= N else N - r0
+            rows_gemm(nb, n_in, n_out, &A_prev[r0, 0], n_in, W, n_out, <floating>-1,
+                      &R_out[r0, 0], n_out, <floating *>NULL, &R_out[r0, 0], n_out)
+            r_sum += _ssq(nb * n_out, &R_out[r0, 0])
+            r0 += nb
         w_sum = _ssq(n_in * n_out, W)
     return r_sum, w_sum, status
 

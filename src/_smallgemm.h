@@ -14,7 +14,9 @@
  *   lysep_tn_acc_{d,f}(vb, M, k, n, A, lda, B, ldb, C, ldc)
  *       C[p, :] += sum_r A[r, p] B[r, :]                  (C is k x n, A is M x k, B M x n)
  *
- * Both return 0 when done and 1 when n is wider than the kernel handles
+ *   lysep_ssq_d(vb, n, x)                             sum of squares of a double array
+ *
+ * The products return 0 when done and 1 when n is wider than the kernel handles
  * (lysep_smallgemm_max_n) or scratch memory is unavailable; the caller then uses BLAS.
  */
 #ifndef LYSEP_SMALLGEMM_H
@@ -97,4 +99,6 @@ static int lysep_tn_acc_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const f
                           ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
                           ptrdiff_t ldc)
 { LYSEP_SG_DISPATCH(tn_acc_f, M, k, n, A, lda, B, ldb, C, ldc); }
+static double lysep_ssq_d(int vb, ptrdiff_t n, const double *x)
+{ LYSEP_SG_DISPATCH(ssq_d, n, x); }
 #endif

@@ -205,6 +205,35 @@ static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
     }
 }
 
+/* Sum of squares of x[0..n) in vectors of the element type, four independent
+ * accumulators so the additions do not wait on each other, lanes summed last.  Only
+ * the double variant is exposed (float arrays keep their sums in double elsewhere). */
+static double SG_FN(ssq)(ptrdiff_t n, const SG_T *x)
+{
+    SG_V s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, v0, v1, v2, v3;
+    ptrdiff_t i = 0;
+    for (; i + 4 * SG_VL <= n; i += 4 * SG_VL) {
+        memcpy(&v0, x + i, sizeof(SG_V));
+        memcpy(&v1, x + i + SG_VL, sizeof(SG_V));
+        memcpy(&v2, x + i + 2 * SG_VL, sizeof(SG_V));
+        memcpy(&v3, x + i + 3 * SG_VL, sizeof(SG_V));
+        s0 += v0 * v0; s1 += v1 * v1; s2 += v2 * v2; s3 += v3 * v3;
+    }
+    for (; i + SG_VL <= n; i += SG_VL) {
+        memcpy(&v0, x + i, sizeof(SG_V));
+        s0 += v0 * v0;
+    }
+    if (i < n) {
+        v1 = SG_FN(load_tail)(x + i, n - i);
+        s1 += v1 * v1;
+    }
+    s0 = (s0 + s1) + (s2 + s3);
+    double total = 0;
+    for (ptrdiff_t l = 0; l < SG_VL; l++)
+        total += (double)s0[l];
+    return total;
+}
+
 #undef SG_CAT3_
 #undef SG_CAT3
 #undef SG_FN
