@@ -216,8 +216,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         old = getattr(self, "_state", None)
         if (continuing and isinstance(old, LySepState) and old.X.shape == X.shape
                 and old.X.dtype == X.dtype and np.array_equal(old.X, X)
-                and np.array_equal(old.y, y) and old.s == self.penalty_scale):
-            return old                        # resume Z, step sizes and J exactly
+                and np.array_equal(old.y, y) and old.s == self.penalty_scale
+                and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
+            return old      # resume Z, step sizes and J exactly (not after early stopping
+            #                 gave coefs_ the best validation weights instead of the last)
         state = LySepState(backend, X, y, weights, biases, self.activation,
                            self.penalty_scale, per_sample=self.z_step == "per_sample",
                            search=LineSearch())

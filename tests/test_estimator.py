@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+import lysep
 from lysep import ConvergenceWarning, FNNClassifier, NotFittedError
 from lysep.datasets import circle
 
@@ -289,6 +290,21 @@ def test_early_stopping_restores_the_best_validation_weights(data):
     assert clf.n_iter_ - 1 - best == 3           # stopped after 3 without improvement
     with pytest.raises(ValueError, match="validation_fraction"):
         small(early_stopping=True, validation_fraction=1.5).fit(X, y)
+
+
+def test_warm_start_after_early_stopping_continues_from_the_restored_weights(data, tmp_path):
+    """coefs_ hold the best validation weights; a warm start continues from them, as a
+    model loaded from a file (which keeps no auxiliary variables) does."""
+    X, y = data
+    clf = small(max_iter=60, early_stopping=True, validation_fraction=0.2,
+                n_iter_no_change=3).fit(X, y)
+    assert clf.n_iter_ < 60                      # stopped early: best != last
+    loaded = lysep.load(clf.save(tmp_path / "m.npz"))
+    for model in (clf, loaded):
+        model.set_params(warm_start=True, max_iter=2)
+        model.fit(X, y)
+    for W1, W2 in zip(clf.coefs_ + clf.intercepts_, loaded.coefs_ + loaded.intercepts_):
+        np.testing.assert_array_equal(W1, W2)
 
 
 def test_feature_names_from_dataframe_like(data):
