@@ -129,6 +129,22 @@ cdef extern from "_smallgemm.h" nogil:
                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                        Py_ssize_t ldc)
     double lysep_ssq_d(int vb, Py_ssize_t n, const double *x)
+    int lysep_rows_nn_ex_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
+                           Py_ssize_t lda, const double *B, Py_ssize_t ldb, double alpha,
+                           const double *C0, Py_ssize_t ldc0, const Py_ssize_t *idx,
+                           const double *bias, double *C, Py_ssize_t ldc, double *ssq)
+    int lysep_rows_nn_ex_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
+                           Py_ssize_t lda, const float *B, Py_ssize_t ldb, float alpha,
+                           const float *C0, Py_ssize_t ldc0, const Py_ssize_t *idx,
+                           const float *bias, float *C, Py_ssize_t ldc, double *ssq)
+    int lysep_trial_rows_d(int vb, Py_ssize_t m, Py_ssize_t n, const Py_ssize_t *active,
+                           const double *step, const double *Z, const double *R,
+                           const double *g, double *Z_out, double *R_out, double *Zc,
+                           double *rs)
+    int lysep_trial_rows_f(int vb, Py_ssize_t m, Py_ssize_t n, const Py_ssize_t *active,
+                           const double *step, const float *Z, const float *R,
+                           const float *g, float *Z_out, float *R_out, float *Zc,
+                           double *rs)
     int lysep_tn_acc_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
                        Py_ssize_t ldc)
@@ -179,3 +195,47 @@ cdef inline void tn_gemm_acc(Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const flo
             if lysep_tn_acc_f(vb, M, k, n, A, lda, B, ldb, C, ldc) == 0:
                 return
     gemm(c'N', c'T', <int>n, <int>k, <int>M, 1, B, <int>ldb, A, <int>lda, 1, C, <int>ldc)
+
+
+cdef inline void rows_gemm_gather(Py_ssize_t M, Py_ssize_t k, Py_ssize_t n,
+                                  const floating *A, Py_ssize_t lda, const floating *B,
+                                  Py_ssize_t ldb, floating alpha, const floating *C0,
+                                  Py_ssize_t ldc0, const Py_ssize_t *idx, floating *C,
+                                  Py_ssize_t ldc, double *ssq) noexcept nogil:
+    """Row-major C[r, :] := C0[idx[r], :] + alpha A[r, :] B and ssq[r] := ||C[r, :]||^2
+    for r < M (the trial residuals of a Z step and their norms in one pass)."""
+    cdef Py_ssize_t r, j
+    cdef double t
+    if M <= 0 or n <= 0:
+        return
+    cdef int vb = lysep_smallgemm_vbytes()
+    if floating is double:
+        if lysep_rows_nn_ex_d(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, NULL, C, ldc,
+                              ssq) == 0:
+            return
+    else:
+        if lysep_rows_nn_ex_f(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, NULL, C, ldc,
+                              ssq) == 0:
+            return
+    gemm(c'N', c'N', <int>n, <int>M, <int>k, alpha, B, <int>ldb, A, <int>lda, 0, C, <int>ldc)
+    for r in range(M):
+        t = 0
+        for j in range(n):
+            C[r * ldc + j] += C0[idx[r] * ldc0 + j]
+            t += <double>C[r * ldc + j] * C[r * ldc + j]
+        ssq[r] = t
+
+
+cdef inline void trial_rows(Py_ssize_t m, Py_ssize_t n, const Py_ssize_t *active,
+                            const double *step, const floating *Z, const floating *R,
+                            const floating *g, floating *Z_out, floating *R_out,
+                            floating *Zc, double *rs) noexcept nogil:
+    """The trial rows of a Z step (_smallgemm_type.h): Z_out_i := Z_i - step_i g_i,
+    R_out_i := R_i + (Z_out_i - Z_i), a compact copy in Zc (unless NULL) and
+    rs[a] := ||R_out_i||^2 for the rows i = active[a], a < m."""
+    if floating is double:
+        lysep_trial_rows_d(lysep_smallgemm_vbytes(), m, n, active, step, Z, R, g, Z_out,
+                           R_out, Zc, rs)
+    else:
+        lysep_trial_rows_f(lysep_smallgemm_vbytes(), m, n, active, step, Z, R, g, Z_out,
+                           R_out, Zc, rs)

@@ -13,8 +13,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
-from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc,
-                   lysep_smallgemm_vbytes, lysep_ssq_d)
+from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather,
+                   trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
+                   lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport act_forward, act_derivative_from_value, act_derivative_times
@@ -333,23 +334,15 @@ cdef inline void _keep_row(Py_ssize_t i, Py_ssize_t n, const floating *Z, const 
 cdef inline void _trial_rows(_Search *s, Py_ssize_t n_active, Py_ssize_t n, int kind,
                              const floating *Z, const floating *R, const floating *g,
                              floating *Z_out, floating *R_out, floating *Ac,
-                             floating *Zc) noexcept nogil:
+                             floating *Zc, double *rs) noexcept nogil:
     """For each active row i: Z_out_i := Z_i - step_i g_i, R_out_i := R_i + (Z_out_i - Z_i),
-    and the compact row a of Ac := sigma(Z_out_i).  The activation runs once over all
-    active rows (one call per short row cost more than the activation itself): on Z_out
-    when every row is active, else on the compact copy Zc (n_active rows)."""
-    cdef Py_ssize_t a, i, j
-    cdef floating st, zt
+    rs[a] := ||R_out_i||^2, and the compact row a of Ac := sigma(Z_out_i).  The
+    activation runs once over all active rows (one call per short row cost more than
+    the activation itself): on Z_out when every row is active, else on the compact
+    copy Zc (n_active rows)."""
     cdef bint every = n_active == s.N
-    for a in range(n_active):
-        i = s.active[a]
-        st = <floating>s.step[i]
-        for j in range(n):
-            zt = Z[i * n + j] - st * g[i * n + j]
-            Z_out[i * n + j] = zt
-            R_out[i * n + j] = R[i * n + j] + (zt - Z[i * n + j])
-            if not every:
-                Zc[a * n + j] = zt
+    trial_rows(n_active, n, s.active, s.step, Z, R, g, Z_out, R_out,
+               <floating *>NULL if every else Zc, rs)
     act_forward(kind, n_active * n, Z_out if every else Zc, Ac, <floating *>NULL)
 
 
@@ -394,8 +387,9 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef double *ce_i = <double *>malloc(N * sizeof(double))
     cdef double *ce_t = <double *>malloc(N * sizeof(double))
     cdef floating *Zc = <floating *>malloc(N * n * sizeof(floating) + 1)
-    if not (ce_i and ce_t and Zc):
-        free(ce_i); free(ce_t); free(Zc); _search_free(&s)
+    cdef double *rs_t = <double *>malloc(N * sizeof(double))
+    if not (ce_i and ce_t and Zc and rs_t):
+        free(ce_i); free(ce_t); free(Zc); free(rs_t); _search_free(&s)
         raise MemoryError()
     cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
     cdef floating *At
@@ -431,12 +425,12 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             # trial activations straight into A_out, saving the copy of accepted rows
             At = &A_out[0, 0] if n_active == N else Ac
             _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], At, Zc)
+                        &Z_out[0, 0], &R_out[0, 0], At, Zc, rs_t)
             _affine(n_active, n, K, At, &W[0, 0], &b[0], Gc)
             for a in range(n_active):
                 i = s.active[a]
                 ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
-                s.f_trial[a] = ce_t[a] + omega * _ssq(n, &R_out[i, 0])
+                s.f_trial[a] = ce_t[a] + omega * rs_t[a]
             _search_decide(&s, n_active)
             for a in range(n_active):
                 i = s.active[a]
@@ -454,7 +448,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             ce_sum += ce_i[i]
         r_sum = _ssq(N * n, &R_out[0, 0])
     _search_free(&s)
-    free(ce_i); free(ce_t); free(Zc)
+    free(ce_i); free(ce_t); free(Zc); free(rs_t)
     return ce_sum, r_sum, n_failed, n_trials
 
 
@@ -525,15 +519,11 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         # trial straight into A_out and R_next_out, saving the copy of accepted rows
         At = A_out if n_active == nb else Ac
         Rt = R_next_out if n_active == nb else Rc
-        _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc)
-        rows_gemm(n_active, n, n2, At, n, W, n2, <floating>-1, <floating *>NULL, 0,
-                  <floating *>NULL, Rt, n2)
+        _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
+        # trial residual of the next layer, zb - W sigma(z), and its norm
+        rows_gemm_gather(n_active, n, n2, At, n, W, n2, <floating>-1, Zb, n2, s.active,
+                         Rt, n2, rns_t)
         for a in range(n_active):
-            i = s.active[a]
-            for j in range(n2):           # trial residual of the next layer: zb - W sigma(z)
-                Rt[a * n2 + j] += Zb[i * n2 + j]
-            rs_t[a] = _ssq(n, R_out + i * n)
-            rns_t[a] = _ssq(n2, Rt + a * n2)
             s.f_trial[a] = omega * rs_t[a] + omega_next * rns_t[a]
         _search_decide(s, n_active)
         for a in range(n_active):
@@ -822,3 +812,46 @@ def _tn_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, 
     if M == 0 or k == 0 or n == 0:
         return
     tn_gemm_acc(M, k, n, &A[0, 0], k, &B[0, 0], n, &C[0, 0], n, vb)
+
+
+def _gather_product(const floating[:, ::1] A, const floating[:, ::1] B, double alpha,
+                    const floating[:, ::1] C0, const Py_ssize_t[::1] idx, floating[:, ::1] C,
+                    double[::1] ssq, int vb):
+    """C[r] := C0[idx[r]] + alpha A[r] B and ssq[r] := ||C[r]||^2 with variant vb
+    (the narrow kernel only; returns False when it does not take the shape)."""
+    cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1], r
+    _check(B, (k, n), "B"); _check(C, (M, n), "C"); _check(idx, (M,), "idx")
+    _check(ssq, (M,), "ssq")
+    for r in range(M):
+        if not 0 <= idx[r] < C0.shape[0]:
+            raise ValueError("idx out of range")
+    if M == 0 or n == 0 or k == 0:
+        return True
+    if floating is double:
+        return lysep_rows_nn_ex_d(vb, M, k, n, &A[0, 0], k, &B[0, 0], n, alpha, &C0[0, 0], n,
+                                  &idx[0], NULL, &C[0, 0], n, &ssq[0]) == 0
+    else:
+        return lysep_rows_nn_ex_f(vb, M, k, n, &A[0, 0], k, &B[0, 0], n, <float>alpha,
+                                  &C0[0, 0], n, &idx[0], NULL, &C[0, 0], n, &ssq[0]) == 0
+
+
+def _trial_rows_check(const Py_ssize_t[::1] active, const double[::1] step,
+                      const floating[:, ::1] Z, const floating[:, ::1] R,
+                      const floating[:, ::1] g, floating[:, ::1] Z_out, floating[:, ::1] R_out,
+                      floating[:, ::1] Zc, double[::1] rs, int vb):
+    """The trial rows of a Z step with variant vb (test hook)."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], m = active.shape[0], a
+    for arr, name in ((R, "R"), (g, "g"), (Z_out, "Z_out"), (R_out, "R_out")):
+        _check(arr, (N, n), name)
+    _check(Zc, (m, n), "Zc"); _check(rs, (m,), "rs"); _check(step, (N,), "step")
+    for a in range(m):
+        if not 0 <= active[a] < N:
+            raise ValueError("active out of range")
+    if m == 0 or n == 0:
+        return
+    if floating is double:
+        lysep_trial_rows_d(vb, m, n, &active[0], &step[0], &Z[0, 0], &R[0, 0], &g[0, 0],
+                           &Z_out[0, 0], &R_out[0, 0], &Zc[0, 0], &rs[0])
+    else:
+        lysep_trial_rows_f(vb, m, n, &active[0], &step[0], &Z[0, 0], &R[0, 0], &g[0, 0],
+                           &Z_out[0, 0], &R_out[0, 0], &Zc[0, 0], &rs[0])

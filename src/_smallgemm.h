@@ -14,6 +14,10 @@
  *   lysep_tn_acc_{d,f}(vb, M, k, n, A, lda, B, ldb, C, ldc)
  *       C[p, :] += sum_r A[r, p] B[r, :]                  (C is k x n, A is M x k, B M x n)
  *
+ *   lysep_rows_nn_ex_{d,f}(..., C0, ldc0, idx, bias, C, ldc, ssq)
+ *       rows_nn with C0's rows gathered by idx and each output row's squared norm in ssq
+ *   lysep_trial_rows_{d,f}(vb, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs)
+ *       the trial rows of a Z step (see _smallgemm_type.h), any n
  *   lysep_ssq_d(vb, n, x)                             sum of squares of a double array
  *
  * The products return 0 when done and 1 when n is wider than the kernel handles
@@ -24,6 +28,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include "_vecmath.h"
 
 #define LYSEP_SG_PREFIX lysep_sgbase
 #define LYSEP_VBYTES 16
@@ -52,14 +57,10 @@
 #pragma GCC pop_options
 #endif
 
-/* Vector width in bytes of the variant the CPU runs. */
+/* Vector width in bytes of the variant the CPU runs: the level _vecmath.h picks. */
 static int lysep_smallgemm_vbytes(void)
 {
-#ifdef LYSEP_SG_X86
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return 64;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 32;
-#endif
-    return 16;
+    return 16 << lysep_simd_level();
 }
 
 /* Widest output (columns) the kernels take, for vector width vb and elements of `size` bytes. */
@@ -101,4 +102,24 @@ static int lysep_tn_acc_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const f
 { LYSEP_SG_DISPATCH(tn_acc_f, M, k, n, A, lda, B, ldb, C, ldc); }
 static double lysep_ssq_d(int vb, ptrdiff_t n, const double *x)
 { LYSEP_SG_DISPATCH(ssq_d, n, x); }
+static int lysep_rows_nn_ex_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
+                              ptrdiff_t lda, const double *B, ptrdiff_t ldb, double alpha,
+                              const double *C0, ptrdiff_t ldc0, const ptrdiff_t *idx,
+                              const double *bias, double *C, ptrdiff_t ldc, double *ssq)
+{ LYSEP_SG_DISPATCH(rows_nn_ex_d, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, bias, C, ldc, ssq); }
+static int lysep_rows_nn_ex_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const float *A,
+                              ptrdiff_t lda, const float *B, ptrdiff_t ldb, float alpha,
+                              const float *C0, ptrdiff_t ldc0, const ptrdiff_t *idx,
+                              const float *bias, float *C, ptrdiff_t ldc, double *ssq)
+{ LYSEP_SG_DISPATCH(rows_nn_ex_f, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, bias, C, ldc, ssq); }
+static int lysep_trial_rows_d(int vb, ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
+                               const double *step, const double *Z, const double *R,
+                               const double *g, double *Z_out, double *R_out, double *Zc,
+                               double *rs)
+{ LYSEP_SG_DISPATCH(trial_rows_d, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs); }
+static int lysep_trial_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
+                               const double *step, const float *Z, const float *R,
+                               const float *g, float *Z_out, float *R_out, float *Zc,
+                               double *rs)
+{ LYSEP_SG_DISPATCH(trial_rows_f, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs); }
 #endif

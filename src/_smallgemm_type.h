@@ -75,7 +75,7 @@ SG_FN(load_row)(SG_V *v, const SG_T *c, int nv, ptrdiff_t n)
 static inline __attribute__((always_inline)) void
 SG_FN(nn_tile)(int mr, int nv, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
                const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
-               SG_T *C, ptrdiff_t ldc)
+               const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
     SG_V acc[4][4], b[4], c0[4];
     for (int i = 0; i < mr; i++)
@@ -92,32 +92,45 @@ SG_FN(nn_tile)(int mr, int nv, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_
     }
     for (int i = 0; i < mr; i++) {
         if (C0) {
-            SG_FN(load_row)(c0, C0 + i * ldc0, nv, n);
+            SG_FN(load_row)(c0, C0 + (idx ? idx[i] : i) * ldc0, nv, n);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += c0[j];
         }
         SG_FN(store_row)(C + i * ldc, acc[i], nv, n);
+        if (ssq) {                       /* lanes past n are zero: B and C0 padded so */
+            SG_V q = acc[i][0] * acc[i][0];
+            for (int j = 1; j < nv; j++)
+                q += acc[i][j] * acc[i][j];
+            double t = 0;
+            for (ptrdiff_t l = 0; l < SG_VL; l++)
+                t += (double)q[l];
+            ssq[i] = t;
+        }
     }
 }
 
 static inline __attribute__((always_inline)) void
 SG_FN(nn_rows)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
                const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
-               SG_T *C, ptrdiff_t ldc)
+               const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
     ptrdiff_t r = 0;
     for (; r + 4 <= M; r += 4)
-        SG_FN(nn_tile)(4, nv, k, n, A + r * lda, lda, Bp, bias, C0 ? C0 + r * ldc0 : NULL,
-                       ldc0, C + r * ldc, ldc);
+        SG_FN(nn_tile)(4, nv, k, n, A + r * lda, lda, Bp, bias,
+                       C0 && !idx ? C0 + r * ldc0 : C0, ldc0, idx ? idx + r : NULL,
+                       C + r * ldc, ldc, ssq ? ssq + r : NULL);
     for (; r < M; r++)
-        SG_FN(nn_tile)(1, nv, k, n, A + r * lda, lda, Bp, bias, C0 ? C0 + r * ldc0 : NULL,
-                       ldc0, C + r * ldc, ldc);
+        SG_FN(nn_tile)(1, nv, k, n, A + r * lda, lda, Bp, bias,
+                       C0 && !idx ? C0 + r * ldc0 : C0, ldc0, idx ? idx + r : NULL,
+                       C + r * ldc, ldc, ssq ? ssq + r : NULL);
 }
 
-static int SG_FN(rows_nn)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
-                          ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
-                          const SG_T *C0, ptrdiff_t ldc0, const SG_T *bias,
-                          SG_T *C, ptrdiff_t ldc)
+/* rows_nn, with C0's rows gathered as C0[idx[r]] when idx is not NULL, and the squared
+ * norm of every output row written to ssq[r] when ssq is not NULL. */
+static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+                             ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
+                             const SG_T *C0, ptrdiff_t ldc0, const ptrdiff_t *idx,
+                             const SG_T *bias, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
     if (n <= 0 || M <= 0)
         return 0;
@@ -144,13 +157,68 @@ static int SG_FN(rows_nn)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
             bv[j] = (SG_V){0};
     }
     switch (nv) {      /* constant tile widths, so the accumulators stay in registers */
-    case 1: SG_FN(nn_rows)(1, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
-    case 2: SG_FN(nn_rows)(2, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
-    case 3: SG_FN(nn_rows)(3, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
-    default: SG_FN(nn_rows)(4, M, k, n, A, lda, Bp, bv, C0, ldc0, C, ldc); break;
+    case 1: SG_FN(nn_rows)(1, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
+    case 2: SG_FN(nn_rows)(2, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
+    case 3: SG_FN(nn_rows)(3, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
+    default: SG_FN(nn_rows)(4, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
     }
     if (Bp != Bstack)
         free(Bp);
+    return 0;
+}
+
+static int SG_FN(rows_nn)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+                          ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
+                          const SG_T *C0, ptrdiff_t ldc0, const SG_T *bias,
+                          SG_T *C, ptrdiff_t ldc)
+{
+    return SG_FN(rows_nn_ex)(M, k, n, A, lda, B, ldb, alpha, C0, ldc0, NULL, bias, C, ldc,
+                             NULL);
+}
+
+/* The trial rows of a Z step (MATH.md §4): for a < m and i = active[a], with
+ * st = step[i]:  Z_out_i := Z_i - st g_i,  R_out_i := R_i + (Z_out_i - Z_i), row a of Zc
+ * := Z_out_i (when Zc is not NULL) and rs[a] := ||R_out_i||^2.  Any width n. */
+static int SG_FN(trial_rows)(ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
+                              const double *step, const SG_T *Z, const SG_T *R,
+                              const SG_T *g, SG_T *Z_out, SG_T *R_out, SG_T *Zc, double *rs)
+{
+    for (ptrdiff_t a = 0; a < m; a++) {
+        ptrdiff_t i = active[a], j = 0;
+        SG_T st = (SG_T)step[i];
+        const SG_T *z = Z + i * n, *r = R + i * n, *gi = g + i * n;
+        SG_T *zo = Z_out + i * n, *ro = R_out + i * n, *zc = Zc ? Zc + a * n : NULL;
+        SG_V q = {0}, zv, rv, gv, zt, rt;
+        for (; j + SG_VL <= n; j += SG_VL) {
+            memcpy(&zv, z + j, sizeof(SG_V));
+            memcpy(&rv, r + j, sizeof(SG_V));
+            memcpy(&gv, gi + j, sizeof(SG_V));
+            zt = zv - st * gv;
+            rt = rv + (zt - zv);
+            memcpy(zo + j, &zt, sizeof(SG_V));
+            memcpy(ro + j, &rt, sizeof(SG_V));
+            if (zc)
+                memcpy(zc + j, &zt, sizeof(SG_V));
+            q += rt * rt;
+        }
+        if (j < n) {
+            ptrdiff_t tail = n - j;
+            zv = SG_FN(load_tail)(z + j, tail);
+            rv = SG_FN(load_tail)(r + j, tail);
+            gv = SG_FN(load_tail)(gi + j, tail);
+            zt = zv - st * gv;
+            rt = rv + (zt - zv);
+            SG_FN(store_tail)(zo + j, zt, tail);
+            SG_FN(store_tail)(ro + j, rt, tail);
+            if (zc)
+                SG_FN(store_tail)(zc + j, zt, tail);
+            q += rt * rt;
+        }
+        double t = 0;
+        for (ptrdiff_t l = 0; l < SG_VL; l++)
+            t += (double)q[l];
+        rs[a] = t;
+    }
     return 0;
 }
 

@@ -148,3 +148,41 @@ def test_ridge_with_long_data_matches_reference(n_in, dtype):
     close(rc[:2], rr[:2], dtype, scale=rr[0])
     close(Wc, Wr, dtype, scale=np.abs(Wr).max() * 100)
     close(Rc, Rr, dtype)
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("M,k,n", [(1, 1, 1), (5, 20, 20), (9, 7, 17), (13, 3, 32), (4, 6, 33)])
+def test_gathered_product_and_row_norms(vb, M, k, n, dtype):
+    A = rng.normal(size=(M, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C0 = rng.normal(size=(3 * M, n)).astype(dtype)
+    idx = np.sort(rng.choice(3 * M, M, replace=False)).astype(np.intp)
+    C, ssq = np.full((M, n), np.nan, dtype), np.full(M, np.nan)
+    took = _fnn_blocks._gather_product(A, B, -1.0, C0, idx, C, ssq, vb)
+    if n > 4 * vb // np.dtype(dtype).itemsize:       # wider than the kernel: BLAS's turn
+        assert not took
+        return
+    assert took
+    expect = C0[idx].astype(np.float64) - A.astype(np.float64) @ B
+    close(C, expect, dtype, scale=k * 4.0)
+    close(ssq, np.sum(C.astype(np.float64) ** 2, axis=1), dtype, scale=np.abs(ssq).max())
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("n", [1, 3, 8, 20, 41])
+def test_trial_rows_match_numpy(vb, n, dtype):
+    N = 30
+    Z, R, g = (rng.normal(size=(N, n)).astype(dtype) for _ in range(3))
+    step = rng.uniform(0.01, 2, N)
+    active = np.sort(rng.choice(N, 11, replace=False)).astype(np.intp)
+    Z_out, R_out = np.zeros((N, n), dtype), np.zeros((N, n), dtype)
+    Zc, rs = np.zeros((11, n), dtype), np.zeros(11)
+    _fnn_blocks._trial_rows_check(active, step, Z, R, g, Z_out, R_out, Zc, rs, vb)
+    zt = Z[active] - step[active, None].astype(dtype) * g[active]
+    rt = R[active] + (zt - Z[active])
+    close(Z_out[active], zt, dtype)
+    close(R_out[active], rt, dtype)
+    close(Zc, zt, dtype)
+    close(rs, np.sum(rt.astype(np.float64) ** 2, axis=1), dtype, scale=rs.max())
+    untouched = np.setdiff1d(np.arange(N), active)
+    assert not Z_out[untouched].any() and not R_out[untouched].any()
