@@ -476,7 +476,9 @@ def test_early_stopping_restores_the_best_validation_weights():
 @pytest.mark.parametrize("tqdm", [True, False])
 def test_verbose_reports_progress(capsys, monkeypatch, tqdm):
     import lysep._training
-    if not tqdm:                                    # as without the progress extra
+    if tqdm:
+        pytest.importorskip("tqdm")
+    else:                                           # as without the progress extra
         monkeypatch.setattr(lysep._training, "progress_bar", lambda total, solver: None)
     X, y = image_data()
     CNNClassifier(max_iter=3, verbose=True, **CONTRACT).fit(X, y)
