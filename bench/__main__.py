@@ -84,6 +84,7 @@ def main(argv=None):
     if bad:
         ap.error(f"unknown section(s) {sorted(bad)}; choose from {SECTIONS}")
     cfg = QUICK if args.quick else FULL
+    allocator = _common.steady_allocator()
     torch = import_torch(disabled=args.no_torch)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()
@@ -93,6 +94,7 @@ def main(argv=None):
 
     rec = {"quick": args.quick, "argv": argv, "started": datetime.datetime.now().isoformat(timespec="seconds"),
            "environment": _common.environment(args.threads), "sections": {}, "notes": []}
+    rec["environment"]["allocator"] = allocator
     if torch is None:
         rec["torch_note"] = _common.torch_note()
         log(rec["torch_note"])

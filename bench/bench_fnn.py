@@ -18,6 +18,11 @@ from lysep._fnn import init_parameters
 from lysep._sweep import GDState, LySepState
 from lysep.datasets import circle
 
+try:
+    from ._common import steady_allocator
+except ImportError:             # run as a script: python bench/bench_fnn.py
+    from _common import steady_allocator
+
 
 def _interleaved(fns, repeats):
     """Median seconds of each callable, the callables timed in turn within every repeat
@@ -62,6 +67,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     args = parser.parse_args(argv)
+    print(steady_allocator())
     repeats = 3 if args.quick else 11
     X, y = circle(3000, random_state=0)
     sizes = (2,) + (20,) * 19 + (2,)

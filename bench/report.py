@@ -62,6 +62,7 @@ def _machine(rec):
         lines.append(f"| {label} | {v if v is not None else '—'} |")
     lines.append(f"| threads used (BLAS and torch) | {e['threads_used']} |")
     lines.append(f"| load average at start / end | {e.get('load_average_start')} / {rec.get('load_average_end')} |")
+    lines.append(f"| memory allocator | {e.get('allocator', 'default')} |")
     out = ["\n".join(lines), "", "BLAS / OpenMP libraries loaded (threadpoolctl; thread counts are the "
            "libraries' defaults — every measurement runs under `threadpool_limits(threads)`):", "",
            "| user_api | library | version | architecture | threading | default threads | file |",
