@@ -1,8 +1,10 @@
 """Benchmark lysep._conv.conv_gram against one large NumPy dgemm (not a test).
 
 Workload: N=1000 images 28x28, C_in=8, k=3, stride 1, pad 1 (Ho=Wo=28,
-k*k*C_in = 72), C_out=16, float64.  conv_gram forms G = Phi^T Phi (dsyrk)
-and RHS = Phi^T Zb (dgemm) one chunk of samples at a time.
+k*k*C_in = 72), C_out=16, float64.  conv_gram forms G = Phi^T Phi (the narrow Gram
+kernel of src/_smallgemm.h up to 128 columns, dsyrk beyond) and RHS = Phi^T Zb (dgemm)
+one block of samples at a time: at most `chunk` samples, fewer when fewer fill about
+512 KB of patch rows (so the "patch buffer" column is an upper bound).
 
 Flop counts: syrk n*n*m (the triangle computed: m*n*(n+1)) + gemm 2*m*n*C_out
 with n = 72, m = N*Ho*Wo; the im2col copies are counted as zero flops.  The

@@ -129,6 +129,10 @@ cdef extern from "_smallgemm.h" nogil:
                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                        Py_ssize_t ldc)
     double lysep_ssq_d(int vb, Py_ssize_t n, const double *x)
+    int lysep_gram_acc_d(int vb, Py_ssize_t M, Py_ssize_t n, const double *A, Py_ssize_t lda,
+                         double *C, Py_ssize_t ldc)
+    int lysep_gram_acc_f(int vb, Py_ssize_t M, Py_ssize_t n, const float *A, Py_ssize_t lda,
+                         float *C, Py_ssize_t ldc)
     int lysep_rows_nn_ex_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
                            Py_ssize_t lda, const double *B, Py_ssize_t ldb, double alpha,
                            const double *C0, Py_ssize_t ldc0, const Py_ssize_t *idx,
@@ -239,3 +243,20 @@ cdef inline void trial_rows(Py_ssize_t m, Py_ssize_t n, const Py_ssize_t *active
     else:
         lysep_trial_rows_f(lysep_smallgemm_vbytes(), m, n, active, step, Z, R, g, Z_out,
                            R_out, Zc, rs)
+
+
+cdef inline void gram_upper_acc(Py_ssize_t M, Py_ssize_t n, const floating *A, Py_ssize_t lda,
+                                floating *C, Py_ssize_t ldc) noexcept nogil:
+    """Row-major C (n x n) += A^T A on and above the diagonal (entries below it may be
+    touched: symmetrise from the upper triangle).  The narrow Gram kernel up to n = 128
+    columns, BLAS syrk beyond (its 'L' triangle in column-major is the C-order upper)."""
+    cdef int vb = lysep_smallgemm_vbytes()
+    if n <= 0 or M <= 0:
+        return
+    if n <= 128:
+        if floating is double:
+            lysep_gram_acc_d(vb, M, n, A, lda, C, ldc)
+        else:
+            lysep_gram_acc_f(vb, M, n, A, lda, C, ldc)
+        return
+    syrk(c'L', c'N', <int>n, <int>M, 1, A, <int>lda, 1, C, <int>ldc)

@@ -15,7 +15,8 @@ from libc.math cimport fabs
 
 from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather,
                    trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
-                   lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f)
+                   lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
+                   lysep_gram_acc_d, lysep_gram_acc_f)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport act_forward, act_derivative_from_value, act_derivative_times
@@ -855,3 +856,15 @@ def _trial_rows_check(const Py_ssize_t[::1] active, const double[::1] step,
     else:
         lysep_trial_rows_f(vb, m, n, &active[0], &step[0], &Z[0, 0], &R[0, 0], &g[0, 0],
                            &Z_out[0, 0], &R_out[0, 0], &Zc[0, 0], &rs[0])
+
+
+def _gram_upper(const floating[:, ::1] A, floating[:, ::1] C, int vb):
+    """C += A^T A on and above the diagonal with the narrow Gram kernel of variant vb."""
+    cdef Py_ssize_t M = A.shape[0], n = A.shape[1]
+    _check(C, (n, n), "C")
+    if M == 0 or n == 0:
+        return
+    if floating is double:
+        lysep_gram_acc_d(vb, M, n, &A[0, 0], n, &C[0, 0], n)
+    else:
+        lysep_gram_acc_f(vb, M, n, &A[0, 0], n, &C[0, 0], n)

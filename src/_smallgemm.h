@@ -18,6 +18,7 @@
  *       rows_nn with C0's rows gathered by idx and each output row's squared norm in ssq
  *   lysep_trial_rows_{d,f}(vb, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs)
  *       the trial rows of a Z step (see _smallgemm_type.h), any n
+ *   lysep_gram_acc_{d,f}(vb, M, n, A, lda, C, ldc)    upper triangle of C += A^T A
  *   lysep_ssq_d(vb, n, x)                             sum of squares of a double array
  *
  * The products return 0 when done and 1 when n is wider than the kernel handles
@@ -122,4 +123,10 @@ static int lysep_trial_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const ptrdiff_t 
                                const float *g, float *Z_out, float *R_out, float *Zc,
                                double *rs)
 { LYSEP_SG_DISPATCH(trial_rows_f, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs); }
+static int lysep_gram_acc_d(int vb, ptrdiff_t M, ptrdiff_t n, const double *A, ptrdiff_t lda,
+                            double *C, ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(gram_acc_d, M, n, A, lda, C, ldc); }
+static int lysep_gram_acc_f(int vb, ptrdiff_t M, ptrdiff_t n, const float *A, ptrdiff_t lda,
+                            float *C, ptrdiff_t ldc)
+{ LYSEP_SG_DISPATCH(gram_acc_f, M, n, A, lda, C, ldc); }
 #endif

@@ -273,6 +273,45 @@ static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
     }
 }
 
+/* Column group [j0, j0 + w) of the Gram matrix, rows [0, j0 + w): C += A^T A there. */
+static inline __attribute__((always_inline)) void
+SG_FN(gram_group)(int nv, ptrdiff_t M, ptrdiff_t j0, ptrdiff_t w, const SG_T *A,
+                  ptrdiff_t lda, SG_T *C, ptrdiff_t ldc)
+{
+    ptrdiff_t p = 0, j1 = j0 + w;
+    for (; p + 4 <= j1; p += 4)
+        SG_FN(tn_tile)(4, nv, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc);
+    for (; p < j1; p++)
+        SG_FN(tn_tile)(1, nv, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc);
+}
+
+/* The upper triangle (p <= j) of the Gram matrix of A's rows: C (n x n) += A^T A there;
+ * entries below the diagonal inside the diagonal blocks are touched too (garbage for the
+ * caller to overwrite by symmetry).  Columns go in groups of three vectors, rows of A in
+ * blocks of about 32 KB so that the block stays in L1 while every tile of the triangle
+ * passes over it: the Gram matrix of a conv layer's patches (k*k*C_in ~ 72 columns),
+ * where syrk on a chunk of patch rows ran at about half the DGEMM rate. */
+static int SG_FN(gram_acc)(ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+                           SG_T *C, ptrdiff_t ldc)
+{
+    const ptrdiff_t W = 3 * SG_VL;
+    ptrdiff_t rb = 32768 / (ptrdiff_t)(n * sizeof(SG_T));
+    rb = rb < 8 ? 8 : rb;
+    for (ptrdiff_t r0 = 0; r0 < M; r0 += rb) {
+        ptrdiff_t mb = M - r0 < rb ? M - r0 : rb;
+        const SG_T *Ab = A + r0 * lda;
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += W) {
+            ptrdiff_t w = n - j0 < W ? n - j0 : W;
+            switch ((int)((w + SG_VL - 1) / SG_VL)) {
+            case 1: SG_FN(gram_group)(1, mb, j0, w, Ab, lda, C, ldc); break;
+            case 2: SG_FN(gram_group)(2, mb, j0, w, Ab, lda, C, ldc); break;
+            default: SG_FN(gram_group)(3, mb, j0, w, Ab, lda, C, ldc); break;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Sum of squares of x[0..n) in vectors of the element type, four independent
  * accumulators so the additions do not wait on each other, lanes summed last.  Only
  * the double variant is exposed (float arrays keep their sums in double elsewhere). */

@@ -547,3 +547,18 @@ def test_empty_batch_and_zero_channels(impl):
     assert not dU.any()
     G, R = call_conv_gram(impl, U, Z, 3, 1, 1, 1)
     np.testing.assert_array_equal(G, call_conv_gram(ref, U, np.zeros((2, 5, 5, 1)), 3, 1, 1, 1)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [8, 16])              # k*k*C = 72 (narrow Gram kernel), 144 (syrk)
+def test_conv_gram_with_wide_patches(dtype, C):
+    rng = np.random.default_rng(12)
+    N, H, W, k, s, p, Co = 5, 9, 7, 3, 1, 1, 4
+    U = rand(rng, (N, H, W, C), dtype)
+    Zb = rand(rng, (N, out_size(H, k, s, p), out_size(W, k, s, p), Co), dtype)
+    G, R = call_conv_gram(conv, U, Zb, k, s, p, 2)
+    Phi = call_im2col(ref, U, k, s, p).astype(np.float64)
+    assert_close(G, Phi.T @ Phi, dtype)
+    assert_close(R, Phi.T @ Zb.reshape(-1, Co).astype(np.float64), dtype,
+                 scale=np.linalg.norm(np.abs(Phi.T) @ np.abs(Zb.reshape(-1, Co))))
+    np.testing.assert_array_equal(G, G.T)

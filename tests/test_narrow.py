@@ -186,3 +186,14 @@ def test_trial_rows_match_numpy(vb, n, dtype):
     close(rs, np.sum(rt.astype(np.float64) ** 2, axis=1), dtype, scale=rs.max())
     untouched = np.setdiff1d(np.arange(N), active)
     assert not Z_out[untouched].any() and not R_out[untouched].any()
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("M,n", [(1, 1), (5, 7), (300, 72), (70, 24), (9, 50), (2000, 33)])
+def test_gram_upper_triangle(vb, M, n, dtype):
+    A = rng.normal(size=(M, n)).astype(dtype)
+    C = rng.normal(size=(n, n)).astype(dtype)
+    expect = C.astype(np.float64) + A.astype(np.float64).T @ A
+    _fnn_blocks._gram_upper(A, C, vb)
+    upper = np.triu_indices(n)
+    close(C[upper], expect[upper], dtype, scale=M * 4.0)
