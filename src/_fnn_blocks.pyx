@@ -456,14 +456,19 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
 cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
                             bint shared) noexcept nogil:
     """Rows per block of a Z step.  A per-sample search decides each row alone, so rows
-    can be processed a few at a time with all their work in cache, when both products
-    of the block (by W and by W^T) fit the small kernels.  A shared step couples all
-    rows, and wide layers are better served by one BLAS call: one block of N rows."""
+    can be processed a block at a time with the element-wise work in cache: a few KB
+    per array when both products of the block (by W and by W^T) fit the narrow kernels,
+    about 256 KB per array for wider layers, whose per-block BLAS calls then still run
+    near their full rate.  A shared step couples all rows: one block of N rows."""
     cdef Py_ssize_t rows, width = n if n > n2 else n2
-    if shared or not (narrow(n, itemsize) and narrow(n2, itemsize)):
+    if shared:
         return N
-    rows = 4096 // <Py_ssize_t>(width * itemsize)   # ~4 KB per array and block
-    rows = 8 if rows < 8 else rows
+    if narrow(n, itemsize) and narrow(n2, itemsize):
+        rows = 4096 // <Py_ssize_t>(width * itemsize)
+        rows = 8 if rows < 8 else rows
+    else:
+        rows = 262144 // <Py_ssize_t>(width * itemsize)
+        rows = 64 if rows < 64 else rows
     return rows if rows < N else N
 
 

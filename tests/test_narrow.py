@@ -105,7 +105,7 @@ def test_backprop_without_derivative_source_is_refused():
 
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
-@pytest.mark.parametrize("n,n2", [(20, 20), (7, 30), (40, 36)])
+@pytest.mark.parametrize("n,n2", [(20, 20), (7, 30), (40, 36), (120, 300)])
 def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dtype):
     """Rows far beyond one block, so the per-sample search runs block by block."""
     N = 700
