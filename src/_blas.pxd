@@ -117,14 +117,6 @@ cdef inline int syevd(char jobz, char uplo, int n, floating *a, int lda,
 cdef extern from "_smallgemm.h" nogil:
     int lysep_smallgemm_vbytes()
     Py_ssize_t lysep_smallgemm_max_n(int vb, size_t size)
-    int lysep_rows_nn_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
-                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double alpha,
-                        const double *C0, Py_ssize_t ldc0, const double *bias,
-                        double *C, Py_ssize_t ldc)
-    int lysep_rows_nn_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
-                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float alpha,
-                        const float *C0, Py_ssize_t ldc0, const float *bias,
-                        float *C, Py_ssize_t ldc)
     int lysep_tn_acc_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                        Py_ssize_t ldc)
@@ -171,10 +163,12 @@ cdef inline void rows_gemm(Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float
         return
     vb = vb if vb else lysep_smallgemm_vbytes()
     if floating is double:
-        if lysep_rows_nn_d(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc) == 0:
+        if lysep_rows_nn_ex_d(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, NULL, bias, C,
+                              ldc, NULL) == 0:
             return
     else:
-        if lysep_rows_nn_f(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc) == 0:
+        if lysep_rows_nn_ex_f(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, NULL, bias, C,
+                              ldc, NULL) == 0:
             return
     for r in range(M):
         for j in range(n):

@@ -29,7 +29,7 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from libc.limits cimport INT_MAX
 from cython cimport floating
-from _blas cimport gemm as _gemm, syrk as _syrk, gram_upper_acc
+from _blas cimport gemm as _gemm, gram_upper_acc
 
 import numpy as np
 

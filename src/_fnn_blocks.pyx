@@ -13,7 +13,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
-from _blas cimport (gemm, syrk, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather,
+from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather, gram_upper_acc,
                    trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
                    lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
                    lysep_gram_acc_d, lysep_gram_acc_f)
@@ -625,7 +625,8 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  floating[:, ::1] work_gram, floating[:, ::1] work_gram2):
     """W_out := argmin_W ||Z - b - A_prev W||^2 + lam ||W||^2 (paper's (3.10)).
 
-    Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by syrk,
+    Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by the narrow
+    Gram kernel (syrk beyond 128 inputs),
     Cholesky (potrf) and two triangular solves from the right (what posv does, for a
     right-hand side on the right).  If the factorisation fails or its reciprocal
     condition number (pocon) is below rcond_min, a plain solve would return huge
@@ -637,7 +638,6 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
     cdef Py_ssize_t r0, nb, block
-    cdef bint gram_narrow
     cdef int status = 0
     cdef double r_sum, w_sum
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
@@ -649,24 +649,21 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef floating *W = &W_out[0, 0]
     with nogil:
         # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be, and
-        # the Gram matrix: for a narrow layer both by the narrow kernel (the whole Gram
-        # matrix; faster than syrk's triangle here), a block of rows at a time so that
-        # the block of Z - b and of A_prev is still in cache for the two products
+        # the Gram matrix (the narrow Gram kernel conv_gram uses, or syrk), a block of
+        # rows at a time so that the block of Z - b and of A_prev is still in cache
         memset(W, 0, n_in * n_out * sizeof(floating))
-        gram_narrow = narrow(n_in, sizeof(floating)) and n_in <= 32
-        if gram_narrow:
-            memset(G, 0, n_in * n_in * sizeof(floating))
+        memset(G, 0, n_in * n_in * sizeof(floating))
         block = _layer_block(N, n_in, n_out, sizeof(floating))
         r0 = 0
         while r0 < N:
             nb = block if r0 + block <= N else N - r0
             _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], &R_out[r0, 0])
             tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, &R_out[r0, 0], n_out, W, n_out)
-            if gram_narrow:
-                tn_gemm_acc(nb, n_in, n_in, &A_prev[r0, 0], n_in, &A_prev[r0, 0], n_in, G, n_in)
+            gram_upper_acc(nb, n_in, &A_prev[r0, 0], n_in, G, n_in)
             r0 += nb
-        if not gram_narrow:
-            syrk(c'U', c'N', <int>n_in, <int>N, 1, &A_prev[0, 0], <int>n_in, 0, G, <int>n_in)
+        for i in range(n_in):              # the C-order upper triangle to the lower
+            for j in range(i + 1, n_in):
+                G[j * n_in + i] = G[i * n_in + j]
         for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)

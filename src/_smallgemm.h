@@ -8,14 +8,12 @@
  * are in L1.  _smallgemm_body.h is compiled for the baseline, AVX2+FMA and AVX-512 with
  * run-time dispatch, like _vecmath.h.
  *
- *   lysep_rows_nn_{d,f}(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc)
+ *   lysep_rows_nn_ex_{d,f}(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, bias, C, ldc, ssq)
  *       C[r, :] = C0[r, :] + bias + alpha * A[r, :] B      (row-major; C0, bias may be NULL;
- *       C0 may equal C).  B is k x n with row stride ldb.
+ *       C0 may equal C).  B is k x n with row stride ldb.  With idx, C0's rows are
+ *       gathered as C0[idx[r]]; with ssq, each output row's squared norm goes to ssq[r].
  *   lysep_tn_acc_{d,f}(vb, M, k, n, A, lda, B, ldb, C, ldc)
  *       C[p, :] += sum_r A[r, p] B[r, :]                  (C is k x n, A is M x k, B M x n)
- *
- *   lysep_rows_nn_ex_{d,f}(..., C0, ldc0, idx, bias, C, ldc, ssq)
- *       rows_nn with C0's rows gathered by idx and each output row's squared norm in ssq
  *   lysep_trial_rows_{d,f}(vb, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs)
  *       the trial rows of a Z step (see _smallgemm_type.h), any n
  *   lysep_gram_acc_{d,f}(vb, M, n, A, lda, C, ldc)    upper triangle of C += A^T A
@@ -83,16 +81,6 @@ static ptrdiff_t lysep_smallgemm_max_n(int vb, size_t size)
 #define LYSEP_SG_DISPATCH(fn, ...) do { (void)vb; return lysep_sgbase_##fn(__VA_ARGS__); } while (0)
 #endif
 
-static int lysep_rows_nn_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
-                           ptrdiff_t lda, const double *B, ptrdiff_t ldb, double alpha,
-                           const double *C0, ptrdiff_t ldc0, const double *bias,
-                           double *C, ptrdiff_t ldc)
-{ LYSEP_SG_DISPATCH(rows_nn_d, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc); }
-static int lysep_rows_nn_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const float *A,
-                           ptrdiff_t lda, const float *B, ptrdiff_t ldb, float alpha,
-                           const float *C0, ptrdiff_t ldc0, const float *bias,
-                           float *C, ptrdiff_t ldc)
-{ LYSEP_SG_DISPATCH(rows_nn_f, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, bias, C, ldc); }
 static int lysep_tn_acc_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
                           ptrdiff_t lda, const double *B, ptrdiff_t ldb, double *C,
                           ptrdiff_t ldc)

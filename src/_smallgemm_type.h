@@ -125,8 +125,9 @@ SG_FN(nn_rows)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptr
                        C + r * ldc, ldc, ssq ? ssq + r : NULL);
 }
 
-/* rows_nn, with C0's rows gathered as C0[idx[r]] when idx is not NULL, and the squared
- * norm of every output row written to ssq[r] when ssq is not NULL. */
+/* C[r, :] = C0[r, :] + bias + alpha * A[r, :] B, with C0's rows gathered as C0[idx[r]]
+ * when idx is not NULL and the squared norm of every output row written to ssq[r] when
+ * ssq is not NULL (C0, bias may be NULL; C0 may equal C). */
 static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
                              ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
                              const SG_T *C0, ptrdiff_t ldc0, const ptrdiff_t *idx,
@@ -165,15 +166,6 @@ static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *
     if (Bp != Bstack)
         free(Bp);
     return 0;
-}
-
-static int SG_FN(rows_nn)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
-                          ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T alpha,
-                          const SG_T *C0, ptrdiff_t ldc0, const SG_T *bias,
-                          SG_T *C, ptrdiff_t ldc)
-{
-    return SG_FN(rows_nn_ex)(M, k, n, A, lda, B, ldb, alpha, C0, ldc0, NULL, bias, C, ldc,
-                             NULL);
 }
 
 /* The trial rows of a Z step (MATH.md §4): for a < m and i = active[a], with
