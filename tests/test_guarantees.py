@@ -37,6 +37,26 @@ def test_bound_and_monotone_J_at_every_sweep(name, s, per_sample, dtype):
     assert st.J < 0.98 * loss0                              # and it really moved
 
 
+@pytest.mark.parametrize("hidden", [(300, 280), (40, 36)], ids=["wide_blocks", "wide_one_block"])
+def test_guarantees_on_layers_wider_than_the_narrow_kernels(hidden, dtype):
+    """Layers past the narrow kernels' width: BLAS products, and (300 columns, 600
+    rows) per-sample Z steps over several row blocks."""
+    X, y, W, b = make_problem(N=600, hidden=hidden, dtype=dtype, seed=6)
+    st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01)
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    C = math.e * 100
+    loss0 = true_loss(X, y, st.W, st.b, "tanh")
+    previous = st.J
+    for _ in range(8):
+        st.sweep()
+        assert st.J <= previous
+        J = J_from_scratch(X, y, st.W, st.b, st.Z, "tanh", 0.01)
+        assert st.J == pytest.approx(J, rel=rtol, abs=1e-12)
+        assert true_loss(X, y, st.W, st.b, "tanh") <= C * J
+        previous = st.J
+    assert st.J < loss0
+
+
 def test_reference_backend_keeps_the_guarantees():
     X, y, W, b = make_problem(N=60, seed=6)
     st = LySepState(REFERENCE, X, y, W, b, "tanh", 0.01)
