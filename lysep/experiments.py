@@ -11,15 +11,19 @@ The protocol, fixed here and documented in ``docs/results/README.md``:
 * **Architectures** (hidden layers x width, tanh): circle 3x20, 5x20, 9x20, 14x20, 19x20;
   interface 3x20, 9x20, 19x20 (the shallowest, middle and deepest of the circle grid).
 * **Budgets.**  LySep: 300 sweeps of Algorithm 1, ``penalty_scale = 0.01`` (the package
-  default).  GD: 3000 full-batch gradient steps (one sweep costs about four GD steps, so GD
-  gets more than twice LySep's compute).  Neither stops early: ``tol = 0`` with
+  default).  GD at two budgets (:attr:`Grid.gd_budgets`): 300 full-batch steps, the same
+  iteration budget as LySep (MATH.md §7, the paper's protocol), and 3000 steps, ten times
+  the iterations (one sweep costs about four GD steps, so GD then gets about twice
+  LySep's compute).  Neither solver stops early: ``tol = 0`` with
   ``n_iter_no_change = max_iter``.
-* **GD learning rate**, tuned once per grid: every rate of ``LEARNING_RATES`` is run on the
-  first seed in every cell of the grid; a rate is excluded if any of its runs diverged
-  (non-finite loss, or a final loss above the initial one); the rate with the lowest mean
-  final training CE over the cells wins (ties: the smaller rate).  See
+* **GD learning rate**, tuned once per grid and budget: every rate of ``LEARNING_RATES``
+  is run for the longest budget on the first seed in every cell of the grid, and a shorter
+  budget reads the same runs at its own iteration (GD is deterministic, so the first n
+  steps of a long run are the n-step run); a rate is excluded if any of its runs diverged
+  by then (non-finite loss, or a loss above the initial one); the rate with the lowest
+  mean training CE over the cells wins (ties: the smaller rate).  See
   :func:`choose_learning_rate`.  The tuning runs are kept in ``OUT/tuning``; the winner's
-  run on the tuning seed doubles as that seed's main run.
+  run on the tuning seed doubles as that seed's main run of the longest budget.
 
 Output folder: ``runs/*.json`` (one record per run: config, seed, curves, wall time,
 versions, a predicted-label map; a run whose record exists is not run again) and
@@ -53,7 +57,6 @@ from .datasets import INTERFACE_TIMES, allen_cahn_field, allen_cahn_grid, allen_
 from .exceptions import ConvergenceWarning
 
 EXPERIMENTS = ("circle", "interface", "cnn")
-SOLVERS = ("lysep", "gd")
 TABLE_ORDER = ("gd", "lysep")              # the paper lists CE-FNN first
 MODEL_NAMES = {"lysep": "LySep-FNN", "gd": "CE-FNN"}
 CNN_MODEL_NAMES = {"lysep": "LySep-CNN", "gd": "CE-CNN"}
@@ -93,6 +96,11 @@ class Grid:
     @property
     def cells(self):
         return [(t, a) for t in self.times for a in self.architectures]
+
+    @property
+    def gd_budgets(self):
+        """GD's iteration budgets: LySep's (equal iterations, MATH.md §7) and gd_iter."""
+        return tuple(sorted({self.lysep_iter, self.gd_iter}))
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -169,11 +177,13 @@ class RunSpec:
         """File stem of the run's record."""
         t = "" if self.time is None else f"-t{self.time:g}"
         lr = f"-lr{self.learning_rate:g}" if tuning else ""
-        return f"{self.solver}{lr}-{self.arch}{t}-seed{self.seed}"
+        budget = "" if self.solver == "lysep" else f"-it{self.max_iter}"
+        return f"{self.solver}{lr}{budget}-{self.arch}{t}-seed{self.seed}"
 
     def label(self):
         t = "" if self.time is None else f" t={self.time:g}"
-        return f"{self.solver} {self.arch}{t} seed {self.seed}"
+        budget = "" if self.solver == "lysep" else f" ({self.max_iter} its)"
+        return f"{self.solver}{budget} {self.arch}{t} seed {self.seed}"
 
     def config(self):
         """The fields that define the run (the CNN-only ones only for the CNN grid, so FNN
@@ -189,10 +199,12 @@ class RunSpec:
         return self.max_iter * (self.depth + 1) * (4 if self.solver == "lysep" else 1)
 
 
-def make_spec(grid, time_, arch, solver, seed, learning_rate=None):
+def make_spec(grid, time_, arch, solver, seed, learning_rate=None, max_iter=None):
+    """The run of one cell, solver and seed; GD's budget is `max_iter` (default: the
+    grid's longest, gd_iter)."""
     lysep = solver == "lysep"
     return RunSpec(grid.experiment, time_, arch[0], arch[1], solver, seed,
-                   grid.lysep_iter if lysep else grid.gd_iter,
+                   grid.lysep_iter if lysep else (max_iter or grid.gd_iter),
                    None if lysep else float(learning_rate),
                    grid.penalty_scale if lysep else None, grid.n_train, grid.n_test,
                    grid.train_seed, grid.test_seed, grid.activation, grid.data,
@@ -474,16 +486,28 @@ def default_jobs():
 
 # -- learning-rate tuning --------------------------------------------------------------
 
-def diverged(record):
-    """A GD run diverged: non-finite loss met, or it ended above its initial loss."""
-    return (record["status"] == "diverged" or not math.isfinite(record["train_ce"])
-            or record["train_ce"] > record["initial_train_ce"])
+def diverged(record, n_iter=None):
+    """A GD run diverged within `n_iter` iterations (default: its whole run): a
+    non-finite loss met, or the loss then above the initial loss."""
+    ce = train_ce_at(record, n_iter)
+    blew_up = record["status"] == "diverged" and (
+        n_iter is None or len(record["loss_curve"]) <= n_iter)
+    return blew_up or not math.isfinite(ce) or ce > record["initial_train_ce"]
+
+
+def train_ce_at(record, n_iter=None):
+    """Training CE after `n_iter` iterations (default: the last); a run stopped earlier
+    by a non-finite loss kept its last finite parameters, so its last value stands."""
+    if n_iter is None:
+        return record["train_ce"]
+    curve = record["loss_curve"]
+    return curve[min(n_iter, len(curve) - 1)]
 
 
 def choose_learning_rate(results):
-    """Pick the GD rate from ``{rate: [(final training CE, diverged), ...] over cells}``.
+    """Pick the GD rate from ``{rate: [(training CE, diverged), ...] over cells}``.
 
-    Rates with any diverged run are excluded; the lowest mean final CE wins, ties going to
+    Rates with any diverged run are excluded; the lowest mean CE wins, ties going to
     the smaller rate.  If every rate diverged somewhere, the smallest rate is returned."""
     scores = {lr: float(np.mean([ce for ce, _ in runs])) for lr, runs in results.items()
               if runs and not any(d for _, d in runs)}
@@ -493,29 +517,37 @@ def choose_learning_rate(results):
 
 
 def tune_learning_rate(grid, out, n_jobs):
-    """Run the tuning grid (first seed, every cell, every rate); return the tuning table."""
+    """Run the tuning grid (first seed, every cell, every rate, the longest GD budget) and
+    choose a rate for every budget of ``grid.gd_budgets``; return the tuning table."""
     seed = grid.seeds[0]
     tasks = [(make_spec(grid, t, a, "gd", seed, lr), None) for lr in grid.learning_rates
              for t, a in grid.cells]
     tasks = [(s, out / "tuning" / f"{s.name(tuning=True)}.json") for s, _ in tasks]
     records = run_all(tasks, n_jobs, desc=f"{grid.experiment}: GD rate tuning")
-    results = {lr: [] for lr in grid.learning_rates}
-    cells = []
-    for spec, path in tasks:
-        r = records[path]
-        results[spec.learning_rate].append((r["train_ce"], diverged(r)))
-        cells.append({"learning_rate": spec.learning_rate, "time": spec.time, "arch": spec.arch,
-                      "train_ce": r["train_ce"], "train_accuracy": r["train_accuracy"],
-                      "diverged": diverged(r), "wall_time_s": r["wall_time_s"]})
-    chosen = choose_learning_rate(results)
+    budgets = {}
+    for n in grid.gd_budgets:
+        results = {lr: [] for lr in grid.learning_rates}
+        for spec, path in tasks:
+            r = records[path]
+            results[spec.learning_rate].append((train_ce_at(r, n), diverged(r, n)))
+        budgets[str(n)] = {
+            "chosen": choose_learning_rate(results),
+            "mean_train_ce": {f"{lr:g}": (float(np.mean([c for c, _ in runs])) if runs
+                                          else None) for lr, runs in results.items()},
+            "any_diverged": {f"{lr:g}": any(d for _, d in runs)
+                             for lr, runs in results.items()}}
+    cells = [{"learning_rate": spec.learning_rate, "time": spec.time, "arch": spec.arch,
+              "train_ce": {str(n): train_ce_at(records[path], n) for n in grid.gd_budgets},
+              "train_accuracy": records[path]["train_accuracy"],
+              "diverged": {str(n): diverged(records[path], n) for n in grid.gd_budgets},
+              "wall_time_s": records[path]["wall_time_s"]} for spec, path in tasks]
+    longest = budgets[str(grid.gd_iter)]
     return {
-        "seed": seed, "rates": list(grid.learning_rates), "chosen": chosen,
-        "rule": "lowest mean final training CE over the grid's cells on the first seed; "
-                "rates with any diverged run (non-finite, or final CE > initial CE) excluded; "
-                "ties to the smaller rate",
-        "mean_train_ce": {f"{lr:g}": (float(np.mean([c for c, _ in runs])) if runs else None)
-                          for lr, runs in results.items()},
-        "any_diverged": {f"{lr:g}": any(d for _, d in runs) for lr, runs in results.items()},
+        "seed": seed, "rates": list(grid.learning_rates), "n_iter": grid.gd_iter,
+        "chosen": longest["chosen"], "budgets": budgets,
+        "rule": "per GD budget n: lowest mean training CE after n iterations over the grid's "
+                "cells on the first seed; rates with any run diverged by then (non-finite, or "
+                "CE > initial CE) excluded; ties to the smaller rate",
         "runs": cells,
     }
 
@@ -531,7 +563,7 @@ def load_records(out):
 def _record_key(r):
     c = r["config"]
     return (-1.0 if c["time"] is None else c["time"], c["depth"], c["width"],
-            TABLE_ORDER.index(c["solver"]), r["seed"])
+            TABLE_ORDER.index(c["solver"]), c["max_iter"], r["seed"])
 
 
 def _mean_std(values):
@@ -540,17 +572,18 @@ def _mean_std(values):
 
 
 def summarise(records):
-    """One row per (time, architecture, solver): mean and std over seeds (ddof=1)."""
+    """One row per (time, architecture, solver, budget): mean and std over seeds (ddof=1)."""
     groups = {}
     for r in records:
         c = r["config"]
-        groups.setdefault((c["time"], c["depth"], c["width"], c["solver"]), []).append(r)
+        groups.setdefault((c["time"], c["depth"], c["width"], c["solver"], c["max_iter"]),
+                          []).append(r)
     rows = []
-    for (t, depth, width, solver), rs in groups.items():
+    for (t, depth, width, solver, max_iter), rs in groups.items():
         row = {"experiment": rs[0]["config"]["experiment"], "time": t, "depth": depth,
                "width": width, "solver": solver,
                "model": _model_name(rs[0]["config"]["experiment"], solver),
-               "n_seeds": len(rs), "max_iter": rs[0]["config"]["max_iter"],
+               "n_seeds": len(rs), "max_iter": max_iter,
                "learning_rate": rs[0]["config"]["learning_rate"],
                "n_diverged": sum(diverged(r) for r in rs)}
         for key in ("train_ce", "train_accuracy", "test_accuracy", "wall_time_s", "cpu_time_s"):
@@ -575,21 +608,56 @@ def table_markdown(rows, grid_info=None):
     interface = exp == "interface"
     lines = [_table_title(exp, rows), "", _table_header(rows, grid_info), ""]
     arch = "Conv layers × channels" if exp == "cnn" else "Hidden layers × width"
-    head = (["Time"] if interface else []) + [arch, "Model",
+    head = (["Time"] if interface else []) + [arch, "Model", "Iterations",
                                               "Training CE", "Training accuracy",
                                               "Test accuracy", "Seeds",
                                               "CPU / wall time per run (s)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = ([f"{r['time']:g}"] if interface else []) + [
-            f"{r['depth']} × {r['width']}", r["model"],
+            f"{r['depth']} × {r['width']}", r["model"], str(r["max_iter"]),
             f"{r['train_ce_mean']:.2e} ± {r['train_ce_std']:.2e}",
             _pct(r["train_accuracy_mean"], r["train_accuracy_std"]),
             _pct(r["test_accuracy_mean"], r["test_accuracy_std"]),
             str(r["n_seeds"]) + (f" ({r['n_diverged']} blew up)" if r["n_diverged"] else ""),
             f"{r['cpu_time_s_mean']:.1f} / {r['wall_time_s_mean']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += comparison_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(rows):
+    """Per cell: LySep's mean final training CE against GD's at every GD budget (the
+    claim of MATH.md §8: LySep's is lower), as Markdown table lines."""
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["time"], r["depth"], r["width"]), {})[(r["solver"], r["max_iter"])] = r
+    budgets = sorted({n for c in cells.values() for s, n in c if s == "gd"})
+    lysep = [c for c in cells.values() if any(s == "lysep" for s, _ in c)]
+    if not budgets or not lysep:
+        return []
+    interface = rows[0]["experiment"] == "interface"
+    head = (["Time"] if interface else []) + ["Architecture"] + [
+        f"LySep CE ÷ CE-FNN CE ({n} its)" for n in budgets]
+    lines = ["", "LySep's mean final training CE against gradient descent's, per cell "
+             "(below 1: LySep lower):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wins = dict.fromkeys(budgets, 0)
+    for (t, depth, width), c in sorted(cells.items(), key=lambda kv: (kv[0][0] or -1, *kv[0][1:])):
+        ly = next(r for (s, _), r in c.items() if s == "lysep")
+        out = ([f"{t:g}"] if interface else []) + [f"{depth} × {width}"]
+        for n in budgets:
+            gd = c.get(("gd", n))
+            if gd is None:
+                out.append("–")
+                continue
+            ratio = ly["train_ce_mean"] / gd["train_ce_mean"]
+            wins[n] += ratio < 1
+            out.append(f"{ratio:.3g}")
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", "LySep lower in " + "; ".join(
+        f"{wins[n]} of {len(cells)} cells against {n} GD iterations" for n in budgets) + "."]
+    return lines
 
 
 def _table_title(exp, rows):
@@ -606,20 +674,23 @@ def _table_header(rows, grid_info):
 
     def budget(solver):
         return sorted({r["max_iter"] for r in rows if r["solver"] == solver})
-    lrs = sorted({r["learning_rate"] for r in rows if r["solver"] == "gd"})
+    rates = {r["max_iter"]: r["learning_rate"] for r in rows if r["solver"] == "gd"}
+    lrs = ", ".join(f"{rates[n]:g} for {n}" for n in sorted(rates))
     tuning = (grid_info or {}).get("tuning")
     how = ""
     if tuning:
-        rates = ", ".join(f"{x:g}" for x in tuning["rates"])
-        how = (f" (tuned once for the grid over {{{rates}}} on seed {tuning['seed']}: lowest "
-               "mean final training CE, diverged rates excluded)")
+        grid_rates = ", ".join(f"{x:g}" for x in tuning["rates"])
+        how = (f" (tuned once for the grid and budget over {{{grid_rates}}} on seed "
+               f"{tuning['seed']}: lowest mean training CE at that budget, diverged rates "
+               "excluded)")
     grid = (grid_info or {}).get("grid", {})
     data = (f"{grid['n_train']} training / {grid['n_test']} test samples, "
             if grid else "")
     return (f"LySep-FNN: {'/'.join(map(str, budget('lysep')))} sweeps of Algorithm 1, "
             f"penalty scale s = {grid.get('penalty_scale', 0.01):g}. CE-FNN: "
-            f"{'/'.join(map(str, budget('gd')))} iterations of full-batch gradient descent, "
-            f"learning rate {', '.join(f'{x:g}' for x in lrs)}{how}. "
+            f"{' and '.join(map(str, budget('gd')))} iterations of full-batch gradient "
+            f"descent (the first: LySep's iteration budget, MATH.md §7), learning rate {lrs}"
+            f"{how}. "
             f"{data}tanh, default initialisation (uniform ±1/√fan_in), float64. "
             "Std over seeds with ddof = 1; the seed changes only the initialisation; "
             "\"blew up\": runs whose final training CE is non-finite or above their initial "
@@ -677,7 +748,7 @@ def _write_csv(path, keys, rows):
 
 # -- figures ---------------------------------------------------------------------------
 
-_COLOURS = {"lysep": "tab:blue", "gd": "tab:red"}
+_COLOURS = {"lysep": "tab:blue", "gd": "tab:red", "gd-short": "tab:orange"}
 
 
 def _padded(curves):
@@ -688,12 +759,27 @@ def _padded(curves):
 
 
 def _groups(records):
+    """{time: {(depth, width): {(solver, max_iter): [records]}}}, models in table order."""
     out = {}
-    for r in records:
+    for r in sorted(records, key=_record_key):
         c = r["config"]
         out.setdefault(c["time"], {}).setdefault((c["depth"], c["width"]), {}) \
-           .setdefault(c["solver"], []).append(r)
+           .setdefault((c["solver"], c["max_iter"]), []).append(r)
     return out
+
+
+def _model_label(experiment, model, models):
+    """Legend name of (solver, max_iter); GD's budget is named when there are two."""
+    solver, n = model
+    gd_budgets = sorted(m for s, m in models if s == "gd")
+    name = _model_name(experiment, solver)
+    return name if solver == "lysep" or len(gd_budgets) < 2 else f"{name} {n} its"
+
+
+def _colour(model, models):
+    solver, n = model
+    short = solver == "gd" and n < max(m for s, m in models if s == "gd")
+    return _COLOURS["gd-short" if short else solver]
 
 
 def plot_curves(records, out, plt):
@@ -704,19 +790,19 @@ def plot_curves(records, out, plt):
         fig, axes = plt.subplots(2, len(archs), figsize=(3.4 * len(archs), 6.2), squeeze=False,
                                  sharex=True)
         for j, arch in enumerate(archs):
-            for solver in SOLVERS:
-                rs = by_arch[arch].get(solver)
-                if not rs:
-                    continue
+            models = by_arch[arch]
+            for model, rs in models.items():
+                solver = model[0]
                 exp = rs[0]["config"]["experiment"]
+                colour = _colour(model, models)
                 # CNN curves are recorded every refresh_every iterations
                 x = np.asarray(rs[0].get("curve_iterations") or range(len(rs[0]["loss_curve"])))
                 for i, key in enumerate(("loss_curve", "accuracy_curve")):
-                    _band(axes[i, j], x, _padded([r[key] for r in rs]), solver, len(rs),
-                          _model_name(exp, solver), upper=1.0 if i else None)
+                    _band(axes[i, j], x, _padded([r[key] for r in rs]), colour, len(rs),
+                          _model_label(exp, model, models), upper=1.0 if i else None)
                 if solver == "lysep":          # J: the loss LySep actually minimises
                     J = _padded([r["surrogate_curve"] for r in rs]).mean(axis=0)
-                    axes[0, j].plot(x, J, color=_COLOURS[solver], lw=1.0, ls="--",
+                    axes[0, j].plot(x, J, color=colour, lw=1.0, ls="--",
                                     label="LySep J (mean)" + (", of the batch" if exp == "cnn"
                                                               else ""))
             axes[0, j].set_title(f"{arch[0]} × {arch[1]}")
@@ -735,12 +821,12 @@ def plot_curves(records, out, plt):
     return paths
 
 
-def _band(ax, x, curves, solver, n, label, upper=None):
+def _band(ax, x, curves, colour, n, label, upper=None):
     mean = curves.mean(axis=0)
     std = curves.std(axis=0, ddof=1) if n > 1 else np.zeros_like(mean)
-    ax.plot(x, mean, color=_COLOURS[solver], lw=1.3, label=f"{label} ({n})")
+    ax.plot(x, mean, color=colour, lw=1.3, label=f"{label} ({n})")
     ax.fill_between(x, np.maximum(mean - std, 0.0), np.minimum(mean + std, upper or np.inf),
-                    color=_COLOURS[solver], alpha=0.25, lw=0)
+                    color=colour, alpha=0.25, lw=0)
 
 
 def _tsuffix(t):
@@ -782,21 +868,23 @@ def plot_label_maps(records, out, plt):
     for t, by_arch in _groups(records).items():
         exp = records[0]["config"]["experiment"]
         archs = sorted(by_arch)
-        fig, axes = plt.subplots(2, len(archs) + 1, figsize=(2.6 * (len(archs) + 1), 5.4),
-                                 squeeze=False)
+        n_models = max(len(models) for models in by_arch.values())
+        fig, axes = plt.subplots(n_models, len(archs) + 1,
+                                 figsize=(2.6 * (len(archs) + 1), 2.7 * n_models), squeeze=False)
         _map_panel(axes[0, 0], _true_map(exp, t), cmap, "true labels", exp, t)
         _colour_key(axes[1, 0], cmap, exp)
+        for ax in axes[2:, 0]:
+            ax.axis("off")
         for j, arch in enumerate(archs, start=1):
-            for i, solver in enumerate(SOLVERS):
-                rs = by_arch[arch].get(solver)
-                if not rs:
-                    axes[i, j].axis("off")
-                    continue
-                r = min(rs, key=lambda r: r["seed"])
+            models = by_arch[arch]
+            for i, model in enumerate(models):
+                r = min(models[model], key=lambda r: r["seed"])
                 labels = decode_labels(r["label_map"]["data"], r["label_map"]["size"])
                 _map_panel(axes[i, j], labels, cmap,
-                           f"{MODEL_NAMES[solver]} {arch[0]}×{arch[1]}\n"
+                           f"{_model_label(exp, model, models)} {arch[0]}×{arch[1]}\n"
                            f"train acc {100 * r['train_accuracy']:.1f}%", exp, t)
+            for ax in axes[len(models):, j]:
+                ax.axis("off")
         fig.suptitle(_figure_title(exp, t, "predicted class (first seed); black: true boundary"))
         fig.tight_layout()
         paths.append(_save(fig, out / f"label_maps{_tsuffix(t)}.png", plt))
@@ -875,16 +963,19 @@ def reproduce(experiment, *, out=None, n_jobs=None, n_seeds=None, quick=False,
 def _train_grid(grid, out, n_jobs, info):
     start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S")
     tuning = tune_learning_rate(grid, out, n_jobs)
-    lr = tuning["chosen"]
-    print(f"{grid.experiment}: GD learning rate {lr:g} (mean final CE per rate: "
-          + ", ".join(f"{k}: {v:.4g}{' (diverged)' if tuning['any_diverged'][k] else ''}"
-                      for k, v in tuning["mean_train_ce"].items()) + ")",
-          file=sys.stderr, flush=True)
+    for n, b in tuning["budgets"].items():
+        print(f"{grid.experiment}: GD learning rate {b['chosen']:g} for {n} iterations "
+              "(mean CE per rate: "
+              + ", ".join(f"{k}: {v:.4g}{' (diverged)' if b['any_diverged'][k] else ''}"
+                          for k, v in b["mean_train_ce"].items()) + ")",
+              file=sys.stderr, flush=True)
     tasks = []
     for t, arch in grid.cells:
-        for solver in SOLVERS:
-            for seed in grid.seeds:
-                spec = make_spec(grid, t, arch, solver, seed, lr)
+        for seed in grid.seeds:
+            specs = [make_spec(grid, t, arch, "lysep", seed)]
+            specs += [make_spec(grid, t, arch, "gd", seed, tuning["budgets"][str(n)]["chosen"], n)
+                      for n in grid.gd_budgets]
+            for spec in specs:
                 path = out / "runs" / f"{spec.name()}.json"
                 _reuse_tuning_run(spec, path, out)
                 tasks.append((spec, path))

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from lysep.__main__ import build_parser
-from lysep.experiments import (RunSpec, choose_learning_rate, decode_labels, diverged,
-                               encode_labels, make_grid, make_spec, read_record)
+from lysep.experiments import (RunSpec, choose_learning_rate, comparison_lines, decode_labels,
+                               diverged, encode_labels, make_grid, make_spec, read_record,
+                               train_ce_at)
 
 EXPERIMENTS = ("circle", "interface")
 
@@ -43,20 +44,28 @@ def test_quick_writes_consistent_outputs(quick):
     grid = make_grid(experiment, quick=True)
     n_cells = len(grid.times) * len(grid.architectures)
 
+    n_models = 1 + len(grid.gd_budgets)                             # LySep + GD per budget
+    assert grid.gd_budgets == (grid.lysep_iter, grid.gd_iter)
     rows = read_csv(out / "table.csv")
-    assert len(rows) == n_cells * 2                                   # cells x solvers
-    assert {r["solver"] for r in rows} == {"lysep", "gd"}
+    assert len(rows) == n_cells * n_models
+    assert {(r["solver"], int(r["max_iter"])) for r in rows} == {
+        ("lysep", grid.lysep_iter), *(("gd", n) for n in grid.gd_budgets)}
     assert all(int(r["n_seeds"]) == len(grid.seeds) for r in rows)
     table_md = (out / "table.md").read_text()
     assert table_md.strip() in proc.stdout                           # printed too
-    assert sum(line.startswith("| ") for line in table_md.splitlines()) == 1 + n_cells * 2
+    main, _, comparison = table_md.partition("against gradient descent's")
+    assert sum(line.startswith("| ") for line in main.splitlines()) == 1 + n_cells * n_models
+    assert sum(line.startswith("| ") for line in comparison.splitlines()) == 1 + n_cells
 
     records = sorted((out / "runs").glob("*.json"))
-    assert len(records) == n_cells * 2 * len(grid.seeds)            # one JSON per run
+    assert len(records) == n_cells * n_models * len(grid.seeds)     # one JSON per run
     info = json.loads((out / "grid.json").read_text())
-    lr = info["tuning"]["chosen"]
-    assert lr in grid.learning_rates
-    assert f"learning rate {lr:g}" in table_md
+    chosen = {int(n): b["chosen"] for n, b in info["tuning"]["budgets"].items()}
+    assert set(chosen) == set(grid.gd_budgets)
+    assert all(lr in grid.learning_rates for lr in chosen.values())
+    assert info["tuning"]["chosen"] == chosen[grid.gd_iter]
+    for n, lr in chosen.items():
+        assert f"{lr:g} for {n}" in table_md
     for path in records:
         r = json.loads(path.read_text())
         c = r["config"]
@@ -69,7 +78,8 @@ def test_quick_writes_consistent_outputs(quick):
             assert c["max_iter"] == grid.lysep_iter and r["bound_holds"]
             assert len(r["surrogate_curve"]) == len(r["loss_curve"])
         else:
-            assert c["max_iter"] == grid.gd_iter and c["learning_rate"] == lr
+            assert c["max_iter"] in grid.gd_budgets
+            assert c["learning_rate"] == chosen[c["max_iter"]]
     assert len(read_csv(out / "runs.csv")) == len(records)
     pytest.importorskip("matplotlib")
     pngs = {p.name for p in out.glob("*.png")}
@@ -199,8 +209,51 @@ def test_matplotlib_missing_skips_figures(tmp_path, monkeypatch, capsys):
 def test_quick_finishes_its_tuning_seed_run_by_reuse(quick):
     experiment, out, _ = quick
     info = json.loads((out / "grid.json").read_text())
-    lr, seed = info["tuning"]["chosen"], info["tuning"]["seed"]
-    for main in (out / "runs").glob(f"gd-*-seed{seed}.json"):
+    lr, seed, n = info["tuning"]["chosen"], info["tuning"]["seed"], info["tuning"]["n_iter"]
+    mains = list((out / "runs").glob(f"gd-it{n}-*-seed{seed}.json"))
+    assert mains
+    for main in mains:
         stem = main.stem.replace("gd-", f"gd-lr{lr:g}-", 1)
         tuned = json.loads((out / "tuning" / f"{stem}.json").read_text())
         assert json.loads(main.read_text())["loss_curve"] == tuned["loss_curve"]
+
+
+def test_the_equal_budget_gd_run_is_the_start_of_the_long_one(quick):
+    """GD is deterministic: the short-budget run is the first iterations of the long
+    tuning run at its rate, so tuning the short budget on the long runs' curves tunes
+    exactly the short runs."""
+    experiment, out, _ = quick
+    grid = make_grid(experiment, quick=True)
+    short, long_ = grid.gd_budgets
+    seed = grid.seeds[0]
+    runs = list((out / "runs").glob(f"gd-it{short}-*-seed{seed}.json"))
+    assert len(runs) == len(grid.cells)
+    for path in runs:
+        a = json.loads(path.read_text())
+        stem = path.stem.replace(f"gd-it{short}-", f"gd-lr{a['config']['learning_rate']:g}"
+                                                   f"-it{long_}-", 1)
+        b = json.loads((out / "tuning" / f"{stem}.json").read_text())
+        assert a["loss_curve"] == b["loss_curve"][:short + 1]
+
+
+def test_training_ce_and_divergence_at_an_iteration():
+    r = {"status": "completed", "initial_train_ce": 0.7, "train_ce": 0.2,
+         "loss_curve": [0.7, 0.9, 0.5, 0.2]}
+    assert train_ce_at(r) == 0.2 and train_ce_at(r, 2) == 0.5 and train_ce_at(r, 9) == 0.2
+    assert diverged(r, 1) and not diverged(r, 2) and not diverged(r)
+    # stopped by a non-finite loss at its 3rd step: fine before, diverged from then on
+    stopped = {"status": "diverged", "initial_train_ce": 0.7, "train_ce": 0.5,
+               "loss_curve": [0.7, 0.6, 0.5]}
+    assert not diverged(stopped, 2) and diverged(stopped, 3) and diverged(stopped)
+
+
+def test_comparison_counts_the_cells_where_lysep_is_lower():
+    def row(solver, n, ce, depth):
+        return {"experiment": "circle", "time": None, "depth": depth, "width": 20,
+                "solver": solver, "max_iter": n, "train_ce_mean": ce}
+    rows = [row("gd", 300, 0.4, 3), row("gd", 3000, 0.05, 3), row("lysep", 300, 0.1, 3),
+            row("gd", 300, 0.69, 19), row("gd", 3000, 0.69, 19), row("lysep", 300, 0.04, 19)]
+    text = "\n".join(comparison_lines(rows))
+    assert "| 3 × 20 | 0.25 | 2 |" in text and "| 19 × 20 | 0.058 | 0.058 |" in text
+    assert ("LySep lower in 2 of 2 cells against 300 GD iterations; "
+            "1 of 2 cells against 3000 GD iterations.") in text
