@@ -115,3 +115,24 @@ def test_float32_warns_when_rounding_would_dominate_J():
         warnings.simplefilter("error", NumericalWarning)
         FNNClassifier((20,) * 5, max_iter=1, dtype=np.float32, random_state=0).fit(X, y)
         FNNClassifier((20,) * 19, max_iter=1, random_state=0).fit(X, y)
+
+
+def test_float32_warns_when_rounding_grows_to_dominate_J_during_training():
+    """The floor grows with the weights: 9 hidden layers of 20 in float32 start below the
+    start-of-fit threshold, and stall on rounding by sweep 10 (95% against 99% in
+    float64); 5 layers train as in float64 and must not be warned about."""
+    from lysep import NumericalWarning
+    X, y = circle(3000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        FNNClassifier((20,) * 5, max_iter=30, dtype=np.float32, random_state=0).fit(X, y)
+        FNNClassifier((20,) * 9, max_iter=30, random_state=0).fit(X, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = FNNClassifier((20,) * 9, max_iter=30, dtype=np.float32, random_state=0)
+        clf.fit(X, y)
+    rounding = [w for w in caught if issubclass(w.category, NumericalWarning)]
+    assert len(rounding) == 1                                   # once per fit
+    assert "deciding on rounding noise" in str(rounding[0].message)
+    assert rounding[0].filename == __file__                     # points at the caller
+    assert clf._state.rounding_floor() > 1e-2 * clf._state.J
