@@ -1017,15 +1017,17 @@ def demo(quick=False, n_jobs=None):
     """Train LySep and GD on the deep circle problem and print the results side by side."""
     grid = Grid("circle", ((19, 20),), (None,), (0,),
                 lysep_iter=30 if quick else 300, gd_iter=300 if quick else 3000)
-    specs = [make_spec(grid, None, (19, 20), "lysep", 0),
-             make_spec(grid, None, (19, 20), "gd", 0, DEMO_GD_LEARNING_RATE)]
+    # GD at LySep's iteration budget (MATH.md §7) and at ten times the iterations
+    specs = [make_spec(grid, None, (19, 20), "lysep", 0)]
+    specs += [make_spec(grid, None, (19, 20), "gd", 0, DEMO_GD_LEARNING_RATE, n)
+              for n in grid.gd_budgets]
     print(f"Deep circle problem: 19 hidden tanh layers of width 20, {grid.n_train} training / "
           f"{grid.n_test} test samples, seed 0{' (--quick: short budgets)' if quick else ''}",
           flush=True)
-    n_jobs = min(n_jobs or default_jobs(), 2)
+    n_jobs = min(n_jobs or default_jobs(), len(specs))
     results = []
     if n_jobs > 1:
-        with ProcessPoolExecutor(max_workers=2, initializer=_ignore_sigint) as pool:
+        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_ignore_sigint) as pool:
             results = list(pool.map(_demo_run, specs))
     else:
         results = [_demo_run(s) for s in specs]
@@ -1040,8 +1042,8 @@ def _demo_run(spec):
 
 
 def demo_table(specs, records):
-    heads = [f"LySep ({specs[0].max_iter} sweeps)",
-             f"GD ({specs[1].max_iter} its, lr {specs[1].learning_rate:g})"]
+    heads = [f"LySep ({specs[0].max_iter} sweeps)"] + [
+        f"GD ({s.max_iter} its, lr {s.learning_rate:g})" for s in specs[1:]]
     rows = [("final training CE", [f"{r['train_ce']:.4f}" for r in records]),
             ("training accuracy", [f"{100 * r['train_accuracy']:.1f}%" for r in records]),
             ("test accuracy", [f"{100 * r['test_accuracy']:.1f}%" for r in records]),

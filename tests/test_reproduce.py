@@ -131,10 +131,10 @@ def test_a_record_from_another_configuration_is_refused(tmp_path):
 def test_demo_quick_prints_both_solvers(tmp_path):
     proc = lysep_cli("demo", "--quick", cwd=tmp_path)
     out = proc.stdout
-    assert "LySep (30 sweeps)" in out and "GD (300 its" in out
+    assert "LySep (30 sweeps)" in out and "GD (30 its" in out and "GD (300 its" in out
     for row in ("final training CE", "training accuracy", "test accuracy", "wall time"):
         line = next(line for line in out.splitlines() if line.startswith(row))
-        assert len(line.split()) >= len(row.split()) + 2               # one value per solver
+        assert len(line.split()) >= len(row.split()) + 3               # one value per run
 
 
 # -- learning-rate choice ---------------------------------------------------------------
