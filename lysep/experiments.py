@@ -259,7 +259,9 @@ def _lysep_diagnostics(clf):
 
 
 def _status(clf, spec, messages):
-    if any(m.startswith("NumericalWarning") for m in messages):
+    # diverged: the loss became non-finite (other NumericalWarnings, such as rounding
+    # growing in J, say something about a finished run and do not make it diverged)
+    if any(m.startswith("NumericalWarning") and "non-finite" in m for m in messages):
         return "diverged"
     return "completed" if clf.n_iter_ == spec.max_iter else "stopped"
 

@@ -127,6 +127,7 @@ def test_float32_warns_when_rounding_grows_to_dominate_J_during_training():
         warnings.simplefilter("error", NumericalWarning)
         FNNClassifier((20,) * 5, max_iter=30, dtype=np.float32, random_state=0).fit(X, y)
         FNNClassifier((20,) * 9, max_iter=30, random_state=0).fit(X, y)
+        FNNClassifier((20,) * 19, max_iter=30, random_state=0).fit(X, y)      # float64
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         clf = FNNClassifier((20,) * 9, max_iter=30, dtype=np.float32, random_state=0)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lysep.__main__ import build_parser
-from lysep.experiments import (RunSpec, choose_learning_rate, comparison_lines, decode_labels,
+from lysep.experiments import (RunSpec, _status, choose_learning_rate, comparison_lines, decode_labels,
                                diverged, encode_labels, make_grid, make_spec, read_record,
                                train_ce_at)
 
@@ -257,3 +257,16 @@ def test_comparison_counts_the_cells_where_lysep_is_lower():
     assert "| 3 × 20 | 0.25 | 2 |" in text and "| 19 × 20 | 0.058 | 0.058 |" in text
     assert ("LySep lower in 2 of 2 cells against 300 GD iterations; "
             "1 of 2 cells against 3000 GD iterations.") in text
+
+
+def test_only_a_non_finite_loss_makes_a_run_diverged():
+    class Fit:
+        n_iter_ = 300
+    spec = make_spec(make_grid("circle"), None, (19, 20), "lysep", 0)
+    rounding = ("NumericalWarning: in float64 the residuals of this network carry rounding "
+                "of about 0.0007 in J (J = 0.04): ...")
+    assert _status(Fit(), spec, [rounding]) == "completed"
+    assert _status(Fit(), spec, ["NumericalWarning: gd: the training loss became non-finite "
+                                 "at iteration 7; kept the last finite parameters."]) == "diverged"
+    Fit.n_iter_ = 12
+    assert _status(Fit(), spec, []) == "stopped"
