@@ -44,6 +44,55 @@ class _Workspace:
         return self._arrays[key]
 
 
+class _SparePool:
+    """Free arrays of the auxiliary variables' shapes, shared by every layer's candidate
+    buffers (MATH.md §4 "Memory": O(1) work arrays, not a set per layer).  A block
+    takes the arrays it writes its candidate into; afterwards whichever of the old
+    value and the candidate lost comes back, so each shape has at most as many spares
+    as one block writes at once (four: Z, A, R of a layer and R of the next)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._free = {}
+
+    def take(self, shape):
+        free = self._free.get(shape)
+        return free.pop() if free else np.empty(shape, dtype=self.dtype)
+
+    def give(self, arr):
+        self._free.setdefault(arr.shape, []).append(arr)
+
+    def arrays(self):
+        return [a for free in self._free.values() for a in free]
+
+
+class _Candidates:
+    """The candidate buffers Z2, A2 or R2 as a list indexed by layer: slot i is taken
+    from the shared pool (with layer i's shape) on first use and given back by
+    release(), so ``self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]`` swaps as before."""
+
+    def __init__(self, pool, shape_of):
+        self.pool, self.shape_of = pool, shape_of
+        self._slots = {}
+
+    def __getitem__(self, i):
+        arr = self._slots.get(i)
+        if arr is None:
+            arr = self._slots[i] = self.pool.take(self.shape_of(i))
+        return arr
+
+    def __setitem__(self, i, arr):
+        self._slots[i] = arr
+
+    def arrays(self):
+        return list(self._slots.values())
+
+    def release(self):
+        for arr in self._slots.values():
+            self.pool.give(arr)
+        self._slots.clear()
+
+
 class Forward:
     """The true network's forward pass (MATH.md §1) with reusable buffers."""
 
@@ -106,10 +155,11 @@ class LySepState:
         # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
         self._init_auxiliary()
         self.R = [np.zeros_like(Z) for Z in self.Z]
-        # candidate buffers: a block writes here and is swapped in when accepted
-        self.Z2 = [np.empty_like(Z) for Z in self.Z]
-        self.A2 = [np.empty_like(Z) for Z in self.Z]
-        self.R2 = [np.empty_like(Z) for Z in self.Z]
+        # candidate buffers: a block writes here and is swapped in when accepted; one
+        # pool for all layers, since a block has candidates for one or two layers only
+        self.spares = _SparePool(X.dtype)
+        self.Z2, self.A2, self.R2 = (_Candidates(self.spares, self._aux_shape)
+                                     for _ in range(3))
         self.W2 = [np.empty_like(W) for W in weights]
         self.b2 = [np.empty_like(b) for b in biases]
         self.r = [0.0] * m
@@ -131,6 +181,9 @@ class LySepState:
             fwd.logits(self.X, self.W, self.b, keep_layers=True, keep_pre=True), self.y)
         self.Z = [Z.copy() for Z in fwd.Z]
         self.A = [A.copy() for A in fwd.A]
+
+    def _aux_shape(self, i):
+        return self.Z[i].shape
 
     def layer_input(self, i):
         """What layer i reads: X for the first layer, sigma(Z[i-1]) after."""
@@ -213,9 +266,28 @@ class LySepState:
     def _timed(self, name, block, *args):
         """Run a block, adding its wall time to stats['seconds_<name>'] (profiling)."""
         t0 = time.perf_counter()
-        block(*args)
+        try:
+            block(*args)
+        finally:
+            self._release_candidates()
         key = "seconds_" + name
         self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
+
+    def _release_candidates(self):
+        """Give the losing side of the last block (old values or candidates) back."""
+        for c in (self.Z2, self.A2, self.R2):
+            c.release()
+
+    def buffer_arrays(self):
+        """Every array of the size of the auxiliary variables the state holds (Z, A, R,
+        candidates, spares, workspace), each once: what its memory is made of."""
+        seen, out = set(), []
+        for a in (self.Z + self.A + self.R + self.Z2.arrays() + self.A2.arrays()
+                  + self.R2.arrays() + self.spares.arrays() + list(self.ws._arrays.values())):
+            if id(a) not in seen:
+                seen.add(id(a))
+                out.append(a)
+        return out
 
     def _output_block(self):
         k, m, sr, N = self.k, self.m, self.search, self.N
