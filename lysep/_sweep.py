@@ -96,6 +96,9 @@ class _Candidates:
 class Forward:
     """The true network's forward pass (MATH.md §1) with reusable buffers."""
 
+    #: bytes of one layer buffer of a forward pass that keeps nothing (rows per chunk)
+    CHUNK_BYTES = 8 << 20
+
     def __init__(self, backend, activation, dtype):
         self.k = backend
         self.kind = ACTIVATION_CODES[activation]
@@ -104,19 +107,37 @@ class Forward:
     def logits(self, X, weights, biases, keep_layers=False, keep_pre=False):
         """Return the logits.  With keep_layers the activations A[i] stay in self.A, and
         with keep_pre also the pre-activations Z[i] in self.Z, in buffers reused by the
-        next call; without, two alternating buffers serve every layer (an evaluation of
-        the loss then holds two layers, not all of them)."""
+        next call.  Without, rows are independent: the pass runs a chunk of rows at a
+        time through two alternating chunk buffers, so an evaluation of the loss holds
+        the logits and two chunks, not whole layers (MATH.md §4 "Memory")."""
+        if keep_layers:
+            return self._logits_kept(X, weights, biases, keep_pre)
+        N, L = X.shape[0], len(weights)
+        self.Z, self.A = [], []
+        G = self.ws("G", (N, weights[-1].shape[1]))
+        widest = max([W.shape[1] for W in weights[:-1]] + [1])
+        rows = max(1, min(N, self.CHUNK_BYTES // (widest * X.itemsize)))
+        for r0 in range(0, N, rows):
+            prev = X[r0:r0 + rows]
+            nb = prev.shape[0]
+            for i in range(L - 1):
+                A = self.ws(f"A{i % 2}", (rows, weights[i].shape[1]))[:nb]
+                self.k.layer_forward(prev, weights[i], biases[i], self.kind, A)
+                prev = A
+            self.k.affine(prev, weights[-1], biases[-1], G[r0:r0 + nb])
+        return G
+
+    def _logits_kept(self, X, weights, biases, keep_pre):
         N = X.shape[0]
         self.Z, self.A = [], []
         prev = X
         for i, (W, b) in enumerate(zip(weights, biases)):
-            slot = i if keep_layers else i % 2
             if i == len(weights) - 1:
-                G = self.ws(f"G{slot}", (N, W.shape[1]))
+                G = self.ws(f"G{i}", (N, W.shape[1]))
                 self.k.affine(prev, W, b, G)
                 return G
-            A = self.ws(f"A{slot}", (N, W.shape[1]))
-            Z = self.ws(f"Z{slot}", A.shape) if keep_pre else None
+            A = self.ws(f"A{i}", (N, W.shape[1]))
+            Z = self.ws(f"Z{i}", A.shape) if keep_pre else None
             self.k.layer_forward(prev, W, b, self.kind, A, Z)
             self.A.append(A)
             self.Z.append(Z)

@@ -112,3 +112,25 @@ def test_rejected_cnn_candidates_leave_the_model_unchanged_bit_for_bit():
             st.sweep()
             assert st.J <= previous
             previous = st.J
+
+
+@pytest.mark.parametrize("backend", [COMPILED, REFERENCE], ids=["compiled", "reference"])
+def test_forward_without_keeping_runs_by_row_chunks(backend, monkeypatch):
+    """The loss evaluation of fit (nothing kept) holds the logits and two chunk buffers:
+    same logits as the pass that keeps every layer, chunks of a few rows plus a
+    remainder here."""
+    from lysep._sweep import Forward
+    X, y, W, b = make_problem(N=103, hidden=(16, 16, 9), seed=8)
+    kept = Forward(backend, "tanh", X.dtype)
+    G_kept = kept.logits(X, W, b, keep_layers=True).copy()
+    monkeypatch.setattr(Forward, "CHUNK_BYTES", 10 * 16 * X.itemsize)   # 10 rows
+    fwd = Forward(backend, "tanh", X.dtype)
+    G = fwd.logits(X, W, b)
+    np.testing.assert_allclose(G, G_kept, rtol=1e-12, atol=1e-14)
+    assert fwd.A == [] and fwd.Z == []
+    layer_buffers = [a for a in fwd.ws._arrays.values() if a.shape != G.shape]
+    assert layer_buffers and all(a.shape[0] == 10 for a in layer_buffers)
+    assert len(layer_buffers) <= 2 * 2                 # two slots, two widths at most
+    loss, acc = fwd.loss(X, y, W, b)
+    loss_kept, acc_kept = kept.loss(X, y, W, b, keep_layers=True)
+    assert loss == pytest.approx(loss_kept, rel=1e-12) and acc == acc_kept
