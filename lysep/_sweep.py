@@ -49,7 +49,11 @@ class _SparePool:
     buffers (MATH.md §4 "Memory": O(1) work arrays, not a set per layer).  A block
     takes the arrays it writes its candidate into; afterwards whichever of the old
     value and the candidate lost comes back, so each shape has at most as many spares
-    as one block writes at once (four: Z, A, R of a layer and R of the next)."""
+    as one block uses at once: four candidates (Z, A, R of a layer and R of the next)
+    and the activation it reads.  More than that are dropped, not kept."""
+
+    #: spares kept per shape
+    CAP = 5
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -60,7 +64,9 @@ class _SparePool:
         return free.pop() if free else np.empty(shape, dtype=self.dtype)
 
     def give(self, arr):
-        self._free.setdefault(arr.shape, []).append(arr)
+        free = self._free.setdefault(arr.shape, [])
+        if len(free) < self.CAP:
+            free.append(arr)
 
     def arrays(self):
         return [a for free in self._free.values() for a in free]
@@ -91,6 +97,49 @@ class _Candidates:
         for arr in self._slots.values():
             self.pool.give(arr)
         self._slots.clear()
+
+
+class _Activations:
+    """A[i] = sigma(Z[i]) for the blocks, computed on demand into buffers of the shared
+    pool instead of stored for every layer (MATH.md §4 "Memory").  A sweep reads the
+    activations one layer after another (the output and last Z blocks A[m-1], the ridge
+    block i and the Z block i-1 A[i-1]), so after each block only the activation read
+    last is kept: one activation pass per layer and sweep.  An accepted Z block swaps
+    its candidate activation in, as for a list."""
+
+    def __init__(self, state, kept=None):
+        self.st = state
+        self._cache = dict(kept or {})
+        self._last = next(iter(self._cache), None)
+
+    def __len__(self):
+        return self.st.m
+
+    def __getitem__(self, i):
+        i = range(self.st.m)[i]
+        A = self._cache.get(i)
+        if A is None:
+            Z = self.st.Z[i]
+            A = self._cache[i] = self.st.spares.take(Z.shape)
+            self.st.k.activation(Z, self.st.kind, A)
+        self._last = i
+        return A
+
+    def __setitem__(self, i, A):
+        i = range(self.st.m)[i]
+        self._cache[i] = A
+        self._last = i
+
+    def __iter__(self):
+        return (self[i] for i in range(self.st.m))
+
+    def held(self):
+        return list(self._cache.values())
+
+    def trim(self):
+        """Give back every activation but the one read last."""
+        for i in [i for i in self._cache if i != self._last]:
+            self.st.spares.give(self._cache.pop(i))
 
 
 class Forward:
@@ -173,12 +222,12 @@ class LySepState:
         self.N = N = X.shape[0]
         self.ws = _Workspace(X.dtype)
         self.rcond_min = 1e4 * np.finfo(X.dtype).eps
-        # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
-        self._init_auxiliary()
-        self.R = [np.zeros_like(Z) for Z in self.Z]
         # candidate buffers: a block writes here and is swapped in when accepted; one
         # pool for all layers, since a block has candidates for one or two layers only
         self.spares = _SparePool(X.dtype)
+        # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
+        self._init_auxiliary()
+        self.R = [np.zeros_like(Z) for Z in self.Z]
         self.Z2, self.A2, self.R2 = (_Candidates(self.spares, self._aux_shape)
                                      for _ in range(3))
         self.W2 = [np.empty_like(W) for W in weights]
@@ -196,12 +245,14 @@ class LySepState:
         return [self.beta2] * len(self.W)
 
     def _init_auxiliary(self):
-        """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
+        """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network:
+        the state takes over the pass's buffers of Z and of the last activation (what the
+        first block reads); the other activations are dropped."""
         fwd = Forward(self.k, self.activation, self.X.dtype)
         self.ce, _ = self.k.softmax_ce(
             fwd.logits(self.X, self.W, self.b, keep_layers=True, keep_pre=True), self.y)
-        self.Z = [Z.copy() for Z in fwd.Z]
-        self.A = [A.copy() for A in fwd.A]
+        self.Z = list(fwd.Z)
+        self.A = _Activations(self, {self.m - 1: fwd.A[-1]})
 
     def _aux_shape(self, i):
         return self.Z[i].shape
@@ -298,12 +349,15 @@ class LySepState:
         """Give the losing side of the last block (old values or candidates) back."""
         for c in (self.Z2, self.A2, self.R2):
             c.release()
+        if isinstance(self.A, _Activations):
+            self.A.trim()
 
     def buffer_arrays(self):
         """Every array of the size of the auxiliary variables the state holds (Z, A, R,
         candidates, spares, workspace), each once: what its memory is made of."""
         seen, out = set(), []
-        for a in (self.Z + self.A + self.R + self.Z2.arrays() + self.A2.arrays()
+        A = self.A.held() if isinstance(self.A, _Activations) else self.A
+        for a in (self.Z + A + self.R + self.Z2.arrays() + self.A2.arrays()
                   + self.R2.arrays() + self.spares.arrays() + list(self.ws._arrays.values())):
             if id(a) not in seen:
                 seen.add(id(a))

@@ -24,27 +24,29 @@ def _shape_counts(arrays):
 @pytest.mark.parametrize("backend", [COMPILED, REFERENCE], ids=["compiled", "reference"])
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
 def test_candidate_buffers_are_shared_by_the_layers(backend, per_sample):
-    """m = 6 hidden layers of one width n: Z, A, R are 3m arrays of N x n; a block writes
-    candidates for at most Z, A, R of one layer and R of the next (4 arrays), and the
-    workspace holds D, grad and the next layer's Zb, Rc (4 more).  So the state's arrays
-    of the auxiliaries' size total at most (3m + 8) N n items; per-layer candidate sets
-    would have been (6m + 4)."""
+    """m = 6 hidden layers of one width n: Z and R are 2m arrays of N x n; the activations
+    are recomputed, one layer's kept between blocks; a block writes candidates for at
+    most Z, A, R of one layer and R of the next (4 arrays), and the workspace holds D,
+    grad and the next layer's Zb, Rc (4 more).  So the state's arrays of the
+    auxiliaries' size total at most (2m + 9) N n items; stored activations and
+    per-layer candidate sets were (6m + 4)."""
     m, N, n = 6, 200, 16
     X, y, W, b = make_problem(N=N, hidden=(n,) * m, seed=3)
     st = LySepState(backend, X, y, W, b, "tanh", 0.05, per_sample=per_sample)
     for _ in range(3):
         st.sweep()
-    big = [a for a in st.buffer_arrays() if a.size >= N * n]
-    assert sum(a.nbytes for a in big) <= (3 * m + 8) * N * n * X.itemsize
-    assert len(st.spares.arrays()) <= 4
+        big = [a for a in st.buffer_arrays() if a.size >= N * n]
+        assert sum(a.nbytes for a in big) <= (2 * m + 9) * N * n * X.itemsize
+        assert len(st.spares.arrays()) + len(st.A.held()) <= 5
     # every array is the state's own: no two lists share one (the swaps stayed clean)
-    held = st.Z + st.A + st.R + st.spares.arrays()
+    held = st.Z + st.A.held() + st.R + st.spares.arrays()
     assert len({id(a) for a in held}) == len(held)
 
 
 def test_spares_per_shape_with_mixed_widths():
-    """Layers of different widths: at most four spares of any one shape, and the
-    candidates of a layer always have that layer's shape."""
+    """Layers of different widths: at most five spares of any one shape (four
+    candidates and one activation), and the candidates of a layer always have that
+    layer's shape."""
     X, y, W, b = make_problem(N=150, hidden=(12, 7, 12, 5), seed=4)
     st = LySepState(COMPILED, X, y, W, b, "tanh", 0.05)
     previous = st.J
@@ -52,15 +54,15 @@ def test_spares_per_shape_with_mixed_widths():
         st.sweep()
         assert st.J <= previous
         previous = st.J
-        assert [z.shape for z in st.Z] == [a.shape for a in st.A] == [r.shape for r in st.R]
-    counts = _shape_counts(st.spares.arrays())
-    assert counts and max(counts.values()) <= 4
+        assert [z.shape for z in st.Z] == [a.shape for a in list(st.A)] == [r.shape for r in st.R]
+    counts = _shape_counts(st.spares.arrays() + st.A.held())
+    assert counts and max(counts.values()) <= 5
     assert st.J == pytest.approx(J_from_scratch(X, y, st.W, st.b, st.Z, "tanh", 0.05),
                                  rel=1e-10)
 
 
 def _snapshot(st):
-    return [a.copy() for a in st.W + st.b + st.Z + st.A + st.R]
+    return [a.copy() for a in st.W + st.b + st.Z + list(st.A) + st.R]
 
 
 def _reject_every_candidate(st):
