@@ -197,6 +197,17 @@ def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschi
     return _ssq(R_out), _ssq(R_next_out), int(failed.size), n_trials
 
 
+def z_last_work_rows(N, n, itemsize, shared):
+    """Rows of z_last_step's work arrays: the reference uses NumPy temporaries instead
+    (one row, so that the arrays are not empty)."""
+    return min(N, 1)
+
+
+def z_hidden_work_rows(N, n, n2, itemsize, shared):
+    """Rows of z_hidden_step's work arrays: NumPy temporaries instead (one row)."""
+    return min(N, 1)
+
+
 def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2):
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when

@@ -389,12 +389,14 @@ class LySepState:
         i = m - 1
         om = self.omegas()
         lipschitz = 2 * om[i] + self.rho[m] * self.wn[m]
-        shape = self.Z[i].shape
+        n, K = self.Z[i].shape[1], self.W[m].shape[1]
+        # work arrays of a block of rows (all N for a shared step)
+        rows = k.z_last_work_rows(N, n, self.X.itemsize, self.eta_z[i].shape[0] == 1)
         ce_new, r_new, n_failed, n_trials = k.z_last_step(
             self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
             om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
             sr.grow, sr.eta_max, self.Z2[i], self.A2[i], self.R2[i],
-            self.ws("D", shape), self.ws("grad", shape), self.ws("P", (N, self.W[m].shape[1])))
+            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
         self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
@@ -426,13 +428,16 @@ class LySepState:
         k, sr, i = self.k, self.search, j + 1
         om = self.omegas()
         lipschitz = 2 * (om[j] + om[i] * self.rho[i] * self.wn[i])
-        shape, shape_next = self.Z[j].shape, self.Z[i].shape
+        n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
+        # work arrays of a block of rows (all N for a shared step)
+        rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
+                                    self.eta_z[j].shape[0] == 1)
         r_j, r_i, n_failed, n_trials = k.z_hidden_step(
             self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
             self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
             sr.eta_max, self.Z2[j], self.A2[j], self.R2[j], self.R2[i],
-            self.ws("D", shape), self.ws("grad", shape), self.ws("Zb", shape_next),
-            self.ws("Rc", shape_next))
+            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("Zb", (rows, n2)),
+            self.ws("Rc", (rows, n2)))
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
 
