@@ -136,6 +136,12 @@ class _Activations:
     def held(self):
         return list(self._cache.values())
 
+    def forget(self, i):
+        """Drop layer i's activation (Z[i] changed); recomputed when next read."""
+        A = self._cache.pop(range(self.st.m)[i], None)
+        if A is not None:
+            self.st.spares.give(A)
+
     def trim(self):
         """Give back every activation but the one read last."""
         for i in [i for i in self._cache if i != self._last]:
@@ -395,8 +401,9 @@ class LySepState:
         ce_new, r_new, n_failed, n_trials = k.z_last_step(
             self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
             om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
-            sr.grow, sr.eta_max, self.Z2[i], self.A2[i], self.R2[i],
+            sr.grow, sr.eta_max, self.Z2[i], self._candidate_activation(i), self.R2[i],
             self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
+        self._forget_activation(i)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
         self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
@@ -435,9 +442,10 @@ class LySepState:
         r_j, r_i, n_failed, n_trials = k.z_hidden_step(
             self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
             self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
-            sr.eta_max, self.Z2[j], self.A2[j], self.R2[j], self.R2[i],
+            sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j], self.R2[i],
             self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("Zb", (rows, n2)),
             self.ws("Rc", (rows, n2)))
+        self._forget_activation(j)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
 
@@ -454,9 +462,21 @@ class LySepState:
         self.W[i], self.W2[i] = self.W2[i], self.W[i]
         self.b[i], self.b2[i] = self.b2[i], self.b[i]
 
+    def _candidate_activation(self, i):
+        """Where a Z block writes its candidate's activations: nowhere when A is
+        recomputed from Z (the block then needs one array fewer), else A2[i]."""
+        return None if isinstance(self.A, _Activations) else self.A2[i]
+
+    def _forget_activation(self, i):
+        """After a Z block, a recomputed A[i] may be out of date (accepted) and is not
+        read again in this sweep: give its buffer back."""
+        if isinstance(self.A, _Activations):
+            self.A.forget(i)
+
     def _swap_z(self, i):
         self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]
-        self.A[i], self.A2[i] = self.A2[i], self.A[i]
+        if not isinstance(self.A, _Activations):
+            self.A[i], self.A2[i] = self.A2[i], self.A[i]
         self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
 

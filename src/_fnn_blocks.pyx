@@ -326,9 +326,11 @@ cdef void _search_finish(_Search *s, double *eta) noexcept nogil:
 cdef inline void _keep_row(Py_ssize_t i, Py_ssize_t n, const floating *Z, const floating *A,
                            const floating *R, floating *Z_out, floating *A_out,
                            floating *R_out) noexcept nogil:
-    """Row i of the candidate keeps the current values (no acceptable step)."""
+    """Row i of the candidate keeps the current values (no acceptable step); A_out is
+    NULL when the caller does not take the candidate's activations."""
     memcpy(Z_out + i * n, Z + i * n, n * sizeof(floating))
-    memcpy(A_out + i * n, A + i * n, n * sizeof(floating))
+    if A_out != NULL:
+        memcpy(A_out + i * n, A + i * n, n * sizeof(floating))
     memcpy(R_out + i * n, R + i * n, n * sizeof(floating))
 
 
@@ -388,6 +390,7 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     new row cross-entropies to ce_sum in row order.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, a, n_active
     cdef int t, n_trials = 0, c
+    cdef bint every
     cdef floating *At
     cdef floating two_omega = <floating>(2 * omega)
     s.N = nb
@@ -416,7 +419,8 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
         n_trials += 1
         # while every row is active the compact order is the row order: write the
         # trial activations straight into A_out, saving the copy of accepted rows
-        At = A_out if n_active == nb else Ac
+        every = n_active == nb
+        At = A_out if every and A_out != NULL else Ac
         _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
         _affine(n_active, n, K, At, W, b, Gc)
         for a in range(n_active):
@@ -427,7 +431,7 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
         for a in range(n_active):
             i = s.active[a]
             if s.accept[a] == _ACCEPT:
-                if At != A_out:
+                if At != A_out and A_out != NULL:
                     memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                 ce_i[i] = ce_t[a]
             elif t == max_backtracks:
@@ -484,7 +488,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     R = Z - (W_m A_{m-1} + b_m) moves with Z.  len(eta) == N: one step per sample, the
     rows processed in blocks that stay in cache; len(eta) == 1: one shared step (one
     block of N rows).  The work arrays need hold only a block (z_last_work_rows(N, n,
-    itemsize, shared) rows).  eta is updated in place.
+    itemsize, shared) rows).  A_out may be None: the candidate's activations are then
+    not written (the caller recomputes them from Z_out).  eta is updated in place.
     Returns (ce_sum_new, ||R_out||^2, n_failed_rows, n_trials).
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
@@ -493,9 +498,10 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef double ce_sum = 0, r_sum
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
-                      (R_out, "R_out")):
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
         _check(arr, (N, n), name)
+    if A_out is not None:
+        _check(A_out, (N, n), "A_out")
     _check(W, (n, K), "W"); _check(b, (K,), "b"); _check(y, (N,), "y")
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
@@ -514,6 +520,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     if not (ce_i and ce_t and Zc and rs_t):
         free(ce_i); free(ce_t); free(Zc); free(rs_t); _search_free(&s)
         raise MemoryError()
+    cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
     with nogil:
         r0 = 0
         while r0 < N:
@@ -522,8 +529,9 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             # trial logits in work_P
             t = _z_last_rows(&s, nb, n, K, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
                              &W[0, 0], &b[0], &y[r0], omega, max_backtracks,
-                             &eta[0 if shared else r0], &Z_out[r0, 0], &A_out[r0, 0],
-                             &R_out[r0, 0], &work_D[0, 0], &work_grad[0, 0], &work_P[0, 0],
+                             &eta[0 if shared else r0], &Z_out[r0, 0],
+                             Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
+                             &work_D[0, 0], &work_grad[0, 0], &work_P[0, 0],
                              Zc, ce_i, ce_t, rs_t, &n_failed, &ce_sum)
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
             r0 += nb
@@ -547,6 +555,7 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
     computes anyway.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, j, a, n_active
     cdef int t, n_trials = 0
+    cdef bint every
     cdef floating *At
     cdef floating *Rt
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
@@ -584,8 +593,9 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         n_trials += 1
         # while every row is active the compact order is the row order: write the
         # trial straight into A_out and R_next_out, saving the copy of accepted rows
-        At = A_out if n_active == nb else Ac
-        Rt = R_next_out if n_active == nb else Rc
+        every = n_active == nb
+        At = A_out if every and A_out != NULL else Ac
+        Rt = R_next_out if every else Rc
         _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
         # trial residual of the next layer, zb - W sigma(z), and its norm
         rows_gemm_gather(n_active, n, n2, At, n, W, n2, <floating>-1, Zb, n2, s.active,
@@ -598,8 +608,9 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
             if s.accept[a] == _ACCEPT:
                 rs[i] = rs_t[a]
                 rns[i] = rns_t[a]
-                if At != A_out:
-                    memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
+                if not every:
+                    if A_out != NULL:
+                        memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                     memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
             elif s.accept[a] == _RETRY and t == max_backtracks:
                 n_failed[0] += 1       # no acceptable step: the row keeps its values
@@ -627,7 +638,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     2 omega r - 2 omega_next sigma'(z) * (W_next^T r_next).
     With per-sample steps (eta of length N) the rows are processed in blocks that stay
     in cache and the work arrays need hold only a block (z_hidden_work_rows(N, n, n2,
-    itemsize, shared) rows); a shared step is one block of N rows.
+    itemsize, shared) rows); a shared step is one block of N rows.  A_out may be None:
+    the candidate's activations are then not written (the caller recomputes them).
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
@@ -636,9 +648,10 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
-                      (R_out, "R_out")):
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
         _check(arr, (N, n), name)
+    if A_out is not None:
+        _check(A_out, (N, n), "A_out")
     for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out")):
         _check(arr, (N, n2), name)
     _check(W_next, (n, n2), "W_next")
@@ -658,6 +671,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         free(WT); free(Zc); free(sq)
         _search_free(&s)
         raise MemoryError()
+    cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
     with nogil:
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
@@ -668,7 +682,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
                                &R_next[r0, 0], &W_next[0, 0], WT, omega, omega_next,
                                max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
-                               &A_out[r0, 0], &R_out[r0, 0], &R_next_out[r0, 0],
+                               Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
+                               &R_next_out[r0, 0],
                                &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
                                &work_Rc[0, 0], Zc, sq, &n_failed, &r_sum, &rn_sum)
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took

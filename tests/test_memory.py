@@ -25,12 +25,13 @@ def _shape_counts(arrays):
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
 def test_candidate_buffers_are_shared_by_the_layers(backend, per_sample):
     """m = 6 hidden layers of one width n: Z and R are 2m arrays of N x n; the activations
-    are recomputed, one layer's kept between blocks; a block writes candidates for at
-    most Z, A, R of one layer and R of the next (4 arrays).  The Z steps' work arrays
-    (D, grad, and the next layer's Zb, Rc) hold a block of rows with per-sample steps
-    and all N rows with a shared step (4 arrays).  So the state's arrays of the
-    auxiliaries' size total at most (2m + 5) N n items, (2m + 9) with a shared step;
-    stored activations and per-layer candidate sets were (6m + 4)."""
+    are recomputed, the one a block reads kept; a block writes candidates for at most
+    Z, R of one layer and R of the next (3 arrays; a Z block's new activations are
+    recomputed, not kept).  The Z steps' work arrays (D, grad, and the next layer's Zb,
+    Rc) hold a block of rows with per-sample steps and all N rows with a shared step
+    (4 arrays).  So the state's arrays of the auxiliaries' size total at most
+    (2m + 4) N n items, (2m + 8) with a shared step; stored activations and per-layer
+    candidate sets were (6m + 4)."""
     m, N, n = 6, 1200, 64
     X, y, W, b = make_problem(N=N, hidden=(n,) * m, seed=3)
     st = LySepState(backend, X, y, W, b, "tanh", 0.05, per_sample=per_sample)
@@ -38,8 +39,8 @@ def test_candidate_buffers_are_shared_by_the_layers(backend, per_sample):
     for _ in range(3):
         st.sweep()
         big = [a for a in st.buffer_arrays() if a.size >= N * n]
-        assert sum(a.nbytes for a in big) <= (2 * m + (5 if blocked else 9)) * N * n * X.itemsize
-        assert len(st.spares.arrays()) + len(st.A.held()) <= 5
+        assert sum(a.nbytes for a in big) <= (2 * m + (4 if blocked else 8)) * N * n * X.itemsize
+        assert len(st.spares.arrays()) + len(st.A.held()) <= 4
     work = [a for (name, _), a in st.ws._arrays.items() if name in ("D", "grad", "Zb", "Rc")]
     assert 4 <= len(work) <= 6            # D, grad shared by the two Z steps if rows agree
     if blocked:
@@ -50,7 +51,7 @@ def test_candidate_buffers_are_shared_by_the_layers(backend, per_sample):
 
 
 def test_spares_per_shape_with_mixed_widths():
-    """Layers of different widths: at most five spares of any one shape (four
+    """Layers of different widths: at most four spares of any one shape (three
     candidates and one activation), and the candidates of a layer always have that
     layer's shape."""
     X, y, W, b = make_problem(N=150, hidden=(12, 7, 12, 5), seed=4)
@@ -62,7 +63,7 @@ def test_spares_per_shape_with_mixed_widths():
         previous = st.J
         assert [z.shape for z in st.Z] == [a.shape for a in list(st.A)] == [r.shape for r in st.R]
     counts = _shape_counts(st.spares.arrays() + st.A.held())
-    assert counts and max(counts.values()) <= 5
+    assert counts and max(counts.values()) <= 4
     assert st.J == pytest.approx(J_from_scratch(X, y, st.W, st.b, st.Z, "tanh", 0.05),
                                  rel=1e-10)
 

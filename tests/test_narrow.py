@@ -205,6 +205,45 @@ def test_z_hidden_step_with_block_sized_work_arrays(per_sample, dtype):
                                 np.zeros((N, n), dtype), np.zeros((1, 3), dtype))
 
 
+@pytest.mark.parametrize("backend", [_fnn_blocks, _reference], ids=["compiled", "reference"])
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_steps_without_candidate_activations(backend, per_sample, dtype):
+    """A_out=None (the sweep recomputes A from Z): every other output is the same, bit
+    for bit, as when the candidate's activations are written."""
+    N, n, n2, K = 700, 300, 40, 3
+    Z = rng.normal(size=(N, n)).astype(dtype)
+    A = np.tanh(Z).astype(dtype)
+    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
+    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
+    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    Wk = (rng.normal(size=(n, K)) / np.sqrt(n)).astype(dtype)
+    bk = rng.normal(size=K).astype(dtype)
+    y = rng.integers(0, K, N).astype(np.int64)
+    for step in ("last", "hidden"):
+        res = []
+        for keep in (True, False):
+            eta = np.ones(N if per_sample else 1)
+            Zo, Ao, Ro = (np.zeros((N, n), dtype) for _ in range(3))
+            Rno = np.zeros((N, n2), dtype)
+            if step == "last":
+                work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype), np.zeros((N, K), dtype)]
+                r = backend.z_last_step(Z, A, R, Wk, bk, y, 0, 0.7, eta, 3.0, 30, 0.5, 1e-4,
+                                        2.0, 1e4, Zo, Ao if keep else None, Ro, *work)
+            else:
+                work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
+                        np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
+                r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5,
+                                          1e-4, 2.0, 1e4, Zo, Ao if keep else None, Ro, Rno,
+                                          *work)
+            res.append((r, [Zo, Ro, Rno, eta], Ao))
+        (r1, o1, A1), (r2, o2, A2) = res
+        assert r1 == r2
+        for a, c in zip(o1, o2):
+            np.testing.assert_array_equal(a, c)
+        assert not A2.any()                           # really not written
+        close(A1, np.tanh(o1[0].astype(np.float64)), dtype)
+
+
 @pytest.mark.parametrize("n_in", [20, 40])
 def test_ridge_with_long_data_matches_reference(n_in, dtype):
     N, n_out = 2000, 20
