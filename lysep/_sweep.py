@@ -49,11 +49,12 @@ class _SparePool:
     buffers (MATH.md §4 "Memory": O(1) work arrays, not a set per layer).  A block
     takes the arrays it writes its candidate into; afterwards whichever of the old
     value and the candidate lost comes back, so each shape has at most as many spares
-    as one block uses at once: four candidates (Z, A, R of a layer and R of the next)
-    and the activation it reads.  More than that are dropped, not kept."""
+    as one block uses at once: four (the FNN's Z blocks: the activation they read and
+    candidate Z, R of the layer and R of the next; the CNN's conv Z blocks: candidate
+    Z, A, R and the next R).  More than that are dropped, not kept."""
 
     #: spares kept per shape
-    CAP = 5
+    CAP = 4
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -104,8 +105,8 @@ class _Activations:
     pool instead of stored for every layer (MATH.md §4 "Memory").  A sweep reads the
     activations one layer after another (the output and last Z blocks A[m-1], the ridge
     block i and the Z block i-1 A[i-1]), so after each block only the activation read
-    last is kept: one activation pass per layer and sweep.  An accepted Z block swaps
-    its candidate activation in, as for a list."""
+    last is kept: one activation pass per layer and sweep.  A Z block changes Z[i] and
+    then forgets A[i] (its candidate's activations are not kept either)."""
 
     def __init__(self, state, kept=None):
         self.st = state
