@@ -69,8 +69,8 @@ def main():
             st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01)
             for _ in range(cfg.get("sweeps", 1)):
                 st.sweep()
-            groups = {"Z": st.Z, "A": st.A, "R": st.R, "Z2 (candidates)": st.Z2,
-                      "A2 (candidates)": st.A2, "R2 (candidates)": st.R2,
+            groups = {"Z": st.Z, "A (on demand)": st.A.held(), "R": st.R,
+                      "candidates (shared spares)": st.spares.arrays(),
                       "workspace": list(st.ws._arrays.values())}
             held = {k: sum(a.nbytes for a in v) / 2**20 for k, v in groups.items()}
         else:

@@ -97,7 +97,8 @@ def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, gr
               eta_max, kind, trial_objective, Z_out, A_out, R_out, commit):
     """Shared backtracking driver of the Z blocks: per-row steps (len(eta) == N) or a
     shared step (len(eta) == 1).  trial_objective(rows, A_trial, R_trial) returns the
-    trial row objectives; commit(rows, accepted_mask) stores what else the block keeps."""
+    trial row objectives; commit(rows, accepted_mask) stores what else the block keeps.
+    A_out may be None (the candidate's activations are not kept)."""
     N, n = Z.shape
     dt = Z.dtype.type
     shared = eta.shape[0] == 1
@@ -135,14 +136,18 @@ def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, gr
             accept = f <= f0[active] - armijo * step[active] * gsq[active]
         retry = ~accept
         rows = active[accept]
-        Z_out[rows], A_out[rows], R_out[rows] = Zt[accept], At[accept], Rt[accept]
+        Z_out[rows], R_out[rows] = Zt[accept], Rt[accept]
+        if A_out is not None:
+            A_out[rows] = At[accept]
         commit(rows, accept)
         if t == max_backtracks:
             failed.append(active[retry])
         step[active[retry]] *= shrink
         active = active[retry]
     failed = np.sort(np.concatenate(failed)) if failed else np.zeros(0, dtype=np.intp)
-    Z_out[failed], A_out[failed], R_out[failed] = Z[failed], A[failed], R[failed]
+    Z_out[failed], R_out[failed] = Z[failed], R[failed]
+    if A_out is not None:
+        A_out[failed] = A[failed]
     eta[...] = step[:1] * lipschitz if shared else step * lipschitz
     return failed, n_trials
 
@@ -195,6 +200,17 @@ def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschi
                                  R_out, commit)
     R_next_out[failed] = R_next[failed]
     return _ssq(R_out), _ssq(R_next_out), int(failed.size), n_trials
+
+
+def z_last_work_rows(N, n, itemsize, shared):
+    """Rows of z_last_step's work arrays: the reference uses NumPy temporaries instead
+    (one row, so that the arrays are not empty)."""
+    return min(N, 1)
+
+
+def z_hidden_work_rows(N, n, n2, itemsize, shared):
+    """Rows of z_hidden_step's work arrays: NumPy temporaries instead (one row)."""
+    return min(N, 1)
 
 
 def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2):

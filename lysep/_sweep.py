@@ -44,8 +44,116 @@ class _Workspace:
         return self._arrays[key]
 
 
+class _SparePool:
+    """Free arrays of the auxiliary variables' shapes, shared by every layer's candidate
+    buffers (MATH.md §4 "Memory": O(1) work arrays, not a set per layer).  A block
+    takes the arrays it writes its candidate into; afterwards whichever of the old
+    value and the candidate lost comes back, so each shape has at most as many spares
+    as one block uses at once: four (the FNN's Z blocks: the activation they read and
+    candidate Z, R of the layer and R of the next; the CNN's conv Z blocks: candidate
+    Z, A, R and the next R).  More than that are dropped, not kept."""
+
+    #: spares kept per shape
+    CAP = 4
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._free = {}
+
+    def take(self, shape):
+        free = self._free.get(shape)
+        return free.pop() if free else np.empty(shape, dtype=self.dtype)
+
+    def give(self, arr):
+        free = self._free.setdefault(arr.shape, [])
+        if len(free) < self.CAP:
+            free.append(arr)
+
+    def arrays(self):
+        return [a for free in self._free.values() for a in free]
+
+
+class _Candidates:
+    """The candidate buffers Z2, A2 or R2 as a list indexed by layer: slot i is taken
+    from the shared pool (with layer i's shape) on first use and given back by
+    release(), so ``self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]`` swaps as before."""
+
+    def __init__(self, pool, shape_of):
+        self.pool, self.shape_of = pool, shape_of
+        self._slots = {}
+
+    def __getitem__(self, i):
+        arr = self._slots.get(i)
+        if arr is None:
+            arr = self._slots[i] = self.pool.take(self.shape_of(i))
+        return arr
+
+    def __setitem__(self, i, arr):
+        self._slots[i] = arr
+
+    def arrays(self):
+        return list(self._slots.values())
+
+    def release(self):
+        for arr in self._slots.values():
+            self.pool.give(arr)
+        self._slots.clear()
+
+
+class _Activations:
+    """A[i] = sigma(Z[i]) for the blocks, computed on demand into buffers of the shared
+    pool instead of stored for every layer (MATH.md §4 "Memory").  A sweep reads the
+    activations one layer after another (the output and last Z blocks A[m-1], the ridge
+    block i and the Z block i-1 A[i-1]), so after each block only the activation read
+    last is kept: one activation pass per layer and sweep.  A Z block changes Z[i] and
+    then forgets A[i] (its candidate's activations are not kept either)."""
+
+    def __init__(self, state, kept=None):
+        self.st = state
+        self._cache = dict(kept or {})
+        self._last = next(iter(self._cache), None)
+
+    def __len__(self):
+        return self.st.m
+
+    def __getitem__(self, i):
+        i = range(self.st.m)[i]
+        A = self._cache.get(i)
+        if A is None:
+            Z = self.st.Z[i]
+            A = self._cache[i] = self.st.spares.take(Z.shape)
+            self.st.k.activation(Z, self.st.kind, A)
+        self._last = i
+        return A
+
+    def __setitem__(self, i, A):
+        i = range(self.st.m)[i]
+        self._cache[i] = A
+        self._last = i
+
+    def __iter__(self):
+        return (self[i] for i in range(self.st.m))
+
+    def held(self):
+        return list(self._cache.values())
+
+    def forget(self, i):
+        """Drop layer i's activation (Z[i] changed); recomputed when next read."""
+        A = self._cache.pop(range(self.st.m)[i], None)
+        if A is not None:
+            self.st.spares.give(A)
+
+    def trim(self):
+        """Give back every activation but the one read last."""
+        for i in [i for i in self._cache if i != self._last]:
+            self.st.spares.give(self._cache.pop(i))
+
+
 class Forward:
     """The true network's forward pass (MATH.md §1) with reusable buffers."""
+
+    #: bytes of one layer buffer of a forward pass that keeps nothing (rows per chunk)
+    CHUNK_BYTES = 8 << 20
 
     def __init__(self, backend, activation, dtype):
         self.k = backend
@@ -55,19 +163,37 @@ class Forward:
     def logits(self, X, weights, biases, keep_layers=False, keep_pre=False):
         """Return the logits.  With keep_layers the activations A[i] stay in self.A, and
         with keep_pre also the pre-activations Z[i] in self.Z, in buffers reused by the
-        next call; without, two alternating buffers serve every layer (an evaluation of
-        the loss then holds two layers, not all of them)."""
+        next call.  Without, rows are independent: the pass runs a chunk of rows at a
+        time through two alternating chunk buffers, so an evaluation of the loss holds
+        the logits and two chunks, not whole layers (MATH.md §4 "Memory")."""
+        if keep_layers:
+            return self._logits_kept(X, weights, biases, keep_pre)
+        N, L = X.shape[0], len(weights)
+        self.Z, self.A = [], []
+        G = self.ws("G", (N, weights[-1].shape[1]))
+        widest = max([W.shape[1] for W in weights[:-1]] + [1])
+        rows = max(1, min(N, self.CHUNK_BYTES // (widest * X.itemsize)))
+        for r0 in range(0, N, rows):
+            prev = X[r0:r0 + rows]
+            nb = prev.shape[0]
+            for i in range(L - 1):
+                A = self.ws(f"A{i % 2}", (rows, weights[i].shape[1]))[:nb]
+                self.k.layer_forward(prev, weights[i], biases[i], self.kind, A)
+                prev = A
+            self.k.affine(prev, weights[-1], biases[-1], G[r0:r0 + nb])
+        return G
+
+    def _logits_kept(self, X, weights, biases, keep_pre):
         N = X.shape[0]
         self.Z, self.A = [], []
         prev = X
         for i, (W, b) in enumerate(zip(weights, biases)):
-            slot = i if keep_layers else i % 2
             if i == len(weights) - 1:
-                G = self.ws(f"G{slot}", (N, W.shape[1]))
+                G = self.ws(f"G{i}", (N, W.shape[1]))
                 self.k.affine(prev, W, b, G)
                 return G
-            A = self.ws(f"A{slot}", (N, W.shape[1]))
-            Z = self.ws(f"Z{slot}", A.shape) if keep_pre else None
+            A = self.ws(f"A{i}", (N, W.shape[1]))
+            Z = self.ws(f"Z{i}", A.shape) if keep_pre else None
             self.k.layer_forward(prev, W, b, self.kind, A, Z)
             self.A.append(A)
             self.Z.append(Z)
@@ -103,13 +229,14 @@ class LySepState:
         self.N = N = X.shape[0]
         self.ws = _Workspace(X.dtype)
         self.rcond_min = 1e4 * np.finfo(X.dtype).eps
+        # candidate buffers: a block writes here and is swapped in when accepted; one
+        # pool for all layers, since a block has candidates for one or two layers only
+        self.spares = _SparePool(X.dtype)
         # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
         self._init_auxiliary()
         self.R = [np.zeros_like(Z) for Z in self.Z]
-        # candidate buffers: a block writes here and is swapped in when accepted
-        self.Z2 = [np.empty_like(Z) for Z in self.Z]
-        self.A2 = [np.empty_like(Z) for Z in self.Z]
-        self.R2 = [np.empty_like(Z) for Z in self.Z]
+        self.Z2, self.A2, self.R2 = (_Candidates(self.spares, self._aux_shape)
+                                     for _ in range(3))
         self.W2 = [np.empty_like(W) for W in weights]
         self.b2 = [np.empty_like(b) for b in biases]
         self.r = [0.0] * m
@@ -125,12 +252,17 @@ class LySepState:
         return [self.beta2] * len(self.W)
 
     def _init_auxiliary(self):
-        """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network."""
+        """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network:
+        the state takes over the pass's buffers of Z and of the last activation (what the
+        first block reads); the other activations are dropped."""
         fwd = Forward(self.k, self.activation, self.X.dtype)
         self.ce, _ = self.k.softmax_ce(
             fwd.logits(self.X, self.W, self.b, keep_layers=True, keep_pre=True), self.y)
-        self.Z = [Z.copy() for Z in fwd.Z]
-        self.A = [A.copy() for A in fwd.A]
+        self.Z = list(fwd.Z)
+        self.A = _Activations(self, {self.m - 1: fwd.A[-1]})
+
+    def _aux_shape(self, i):
+        return self.Z[i].shape
 
     def layer_input(self, i):
         """What layer i reads: X for the first layer, sigma(Z[i-1]) after."""
@@ -213,9 +345,31 @@ class LySepState:
     def _timed(self, name, block, *args):
         """Run a block, adding its wall time to stats['seconds_<name>'] (profiling)."""
         t0 = time.perf_counter()
-        block(*args)
+        try:
+            block(*args)
+        finally:
+            self._release_candidates()
         key = "seconds_" + name
         self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
+
+    def _release_candidates(self):
+        """Give the losing side of the last block (old values or candidates) back."""
+        for c in (self.Z2, self.A2, self.R2):
+            c.release()
+        if isinstance(self.A, _Activations):
+            self.A.trim()
+
+    def buffer_arrays(self):
+        """Every array of the size of the auxiliary variables the state holds (Z, A, R,
+        candidates, spares, workspace), each once: what its memory is made of."""
+        seen, out = set(), []
+        A = self.A.held() if isinstance(self.A, _Activations) else self.A
+        for a in (self.Z + A + self.R + self.Z2.arrays() + self.A2.arrays()
+                  + self.R2.arrays() + self.spares.arrays() + list(self.ws._arrays.values())):
+            if id(a) not in seen:
+                seen.add(id(a))
+                out.append(a)
+        return out
 
     def _output_block(self):
         k, m, sr, N = self.k, self.m, self.search, self.N
@@ -242,12 +396,15 @@ class LySepState:
         i = m - 1
         om = self.omegas()
         lipschitz = 2 * om[i] + self.rho[m] * self.wn[m]
-        shape = self.Z[i].shape
+        n, K = self.Z[i].shape[1], self.W[m].shape[1]
+        # work arrays of a block of rows (all N for a shared step)
+        rows = k.z_last_work_rows(N, n, self.X.itemsize, self.eta_z[i].shape[0] == 1)
         ce_new, r_new, n_failed, n_trials = k.z_last_step(
             self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
             om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
-            sr.grow, sr.eta_max, self.Z2[i], self.A2[i], self.R2[i],
-            self.ws("D", shape), self.ws("grad", shape), self.ws("P", (N, self.W[m].shape[1])))
+            sr.grow, sr.eta_max, self.Z2[i], self._candidate_activation(i), self.R2[i],
+            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
+        self._forget_activation(i)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
         self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
@@ -279,13 +436,17 @@ class LySepState:
         k, sr, i = self.k, self.search, j + 1
         om = self.omegas()
         lipschitz = 2 * (om[j] + om[i] * self.rho[i] * self.wn[i])
-        shape, shape_next = self.Z[j].shape, self.Z[i].shape
+        n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
+        # work arrays of a block of rows (all N for a shared step)
+        rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
+                                    self.eta_z[j].shape[0] == 1)
         r_j, r_i, n_failed, n_trials = k.z_hidden_step(
             self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
             self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
-            sr.eta_max, self.Z2[j], self.A2[j], self.R2[j], self.R2[i],
-            self.ws("D", shape), self.ws("grad", shape), self.ws("Zb", shape_next),
-            self.ws("Rc", shape_next))
+            sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j], self.R2[i],
+            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("Zb", (rows, n2)),
+            self.ws("Rc", (rows, n2)))
+        self._forget_activation(j)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
 
@@ -302,9 +463,21 @@ class LySepState:
         self.W[i], self.W2[i] = self.W2[i], self.W[i]
         self.b[i], self.b2[i] = self.b2[i], self.b[i]
 
+    def _candidate_activation(self, i):
+        """Where a Z block writes its candidate's activations: nowhere when A is
+        recomputed from Z (the block then needs one array fewer), else A2[i]."""
+        return None if isinstance(self.A, _Activations) else self.A2[i]
+
+    def _forget_activation(self, i):
+        """After a Z block, a recomputed A[i] may be out of date (accepted) and is not
+        read again in this sweep: give its buffer back."""
+        if isinstance(self.A, _Activations):
+            self.A.forget(i)
+
     def _swap_z(self, i):
         self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]
-        self.A[i], self.A2[i] = self.A2[i], self.A[i]
+        if not isinstance(self.A, _Activations):
+            self.A[i], self.A2[i] = self.A2[i], self.A[i]
         self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
 

@@ -326,9 +326,11 @@ cdef void _search_finish(_Search *s, double *eta) noexcept nogil:
 cdef inline void _keep_row(Py_ssize_t i, Py_ssize_t n, const floating *Z, const floating *A,
                            const floating *R, floating *Z_out, floating *A_out,
                            floating *R_out) noexcept nogil:
-    """Row i of the candidate keeps the current values (no acceptable step)."""
+    """Row i of the candidate keeps the current values (no acceptable step); A_out is
+    NULL when the caller does not take the candidate's activations."""
     memcpy(Z_out + i * n, Z + i * n, n * sizeof(floating))
-    memcpy(A_out + i * n, A + i * n, n * sizeof(floating))
+    if A_out != NULL:
+        memcpy(A_out + i * n, A + i * n, n * sizeof(floating))
     memcpy(R_out + i * n, R + i * n, n * sizeof(floating))
 
 
@@ -355,104 +357,6 @@ def _make_search(Py_ssize_t N, double[::1] eta, double lipschitz, double shrink,
         raise ValueError("line-search constants out of range")
 
 
-def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
-                const floating[:, ::1] W, const floating[::1] b, const int64_t[::1] y,
-                int kind, double omega, double[::1] eta, double lipschitz,
-                int max_backtracks, double shrink, double armijo, double grow, double eta_max,
-                floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
-                floating[:, ::1] work_D, floating[:, ::1] work_grad, floating[:, ::1] work_P):
-    """Backtracking gradient step on the last hidden pre-activation Z_m (MATH.md §4 step 2).
-
-    Row objective f_i(z) = CE(W^T sigma(z) + b, y_i) + omega ||r_i||^2 where the residual
-    R = Z - (W_m A_{m-1} + b_m) moves with Z.  len(eta) == N: one step per sample;
-    len(eta) == 1: one shared step.  eta is updated in place.
-    Returns (ce_sum_new, ||R_out||^2, n_failed_rows, n_trials).
-    """
-    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
-    cdef Py_ssize_t i, a, j, n_active, n_failed = 0
-    cdef int t, n_trials = 0, c
-    cdef double ce_sum = 0, r_sum
-    cdef _Search s
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
-                      (R_out, "R_out"), (work_D, "work_D"), (work_grad, "work_grad")):
-        _check(arr, (N, n), name)
-    _check(W, (n, K), "W"); _check(b, (K,), "b"); _check(y, (N,), "y")
-    _check(work_P, (N, K), "work_P")
-    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
-    if N == 0:
-        return 0.0, 0.0, 0, 0
-    if _search_alloc(&s, N, lipschitz, shrink, armijo, grow, eta_max, eta.shape[0] == 1,
-                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
-        _search_free(&s)
-        raise MemoryError()
-    cdef double *ce_i = <double *>malloc(N * sizeof(double))
-    cdef double *ce_t = <double *>malloc(N * sizeof(double))
-    cdef floating *Zc = <floating *>malloc(N * n * sizeof(floating) + 1)
-    cdef double *rs_t = <double *>malloc(N * sizeof(double))
-    if not (ce_i and ce_t and Zc and rs_t):
-        free(ce_i); free(ce_t); free(Zc); free(rs_t); _search_free(&s)
-        raise MemoryError()
-    cdef floating *Ac = &work_D[0, 0]     # sigma'(Z) first, then compact trial activations
-    cdef floating *At
-    cdef floating *Gc = &work_P[0, 0]     # P - Y first, then compact trial logits
-    cdef floating *g = &work_grad[0, 0]
-    cdef floating two_omega = <floating>(2 * omega)
-    with nogil:
-        # row objectives and gradient sigma'(Z) * (W (P - Y)) + 2 omega R at the current Z
-        act_derivative_from_value(kind, N * n, &A[0, 0], Ac)
-        _affine(N, n, K, &A[0, 0], &W[0, 0], &b[0], Gc)
-        for i in range(N):
-            ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
-            s.f0[i] = ce_i[i] + omega * _ssq(n, &R[i, 0])
-        gemm(c'T', c'N', <int>n, <int>N, <int>K, 1, &W[0, 0], <int>K, Gc, <int>K, 0, g, <int>n)
-        for i in range(N * n):
-            g[i] = g[i] * Ac[i] + two_omega * (&R[0, 0])[i]
-        for i in range(N):
-            s.gsq[i] = _ssq(n, g + i * n)
-        _search_start(&s, &eta[0])
-        n_active = N
-        for t in range(max_backtracks + 1):
-            _search_give_up(&s, n_active)
-            for a in range(n_active):
-                if s.accept[a] == _GIVE_UP:
-                    n_failed += 1
-                    _keep_row(s.active[a], n, &Z[0, 0], &A[0, 0], &R[0, 0],
-                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
-            n_active = _search_drop(&s, n_active)
-            if n_active == 0:
-                break
-            n_trials += 1
-            # while every row is active the compact order is the row order: write the
-            # trial activations straight into A_out, saving the copy of accepted rows
-            At = &A_out[0, 0] if n_active == N else Ac
-            _trial_rows(&s, n_active, n, kind, &Z[0, 0], &R[0, 0], g,
-                        &Z_out[0, 0], &R_out[0, 0], At, Zc, rs_t)
-            _affine(n_active, n, K, At, &W[0, 0], &b[0], Gc)
-            for a in range(n_active):
-                i = s.active[a]
-                ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
-                s.f_trial[a] = ce_t[a] + omega * rs_t[a]
-            _search_decide(&s, n_active)
-            for a in range(n_active):
-                i = s.active[a]
-                if s.accept[a] == _ACCEPT:
-                    if At != &A_out[0, 0]:
-                        memcpy(&A_out[i, 0], Ac + a * n, n * sizeof(floating))
-                    ce_i[i] = ce_t[a]
-                elif t == max_backtracks:
-                    n_failed += 1       # no acceptable step: the row keeps its values
-                    _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0],
-                              &Z_out[0, 0], &A_out[0, 0], &R_out[0, 0])
-            n_active = _search_compact(&s, n_active)
-        _search_finish(&s, &eta[0])
-        for i in range(N):
-            ce_sum += ce_i[i]
-        r_sum = _ssq(N * n, &R_out[0, 0])
-    _search_free(&s)
-    free(ce_i); free(ce_t); free(Zc); free(rs_t)
-    return ce_sum, r_sum, n_failed, n_trials
-
-
 cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
                             bint shared) noexcept nogil:
     """Rows per block of a Z step.  A per-sample search decides each row alone, so rows
@@ -473,6 +377,170 @@ cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t it
     return rows if rows < N else N
 
 
+cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int kind,
+                      const floating *Z, const floating *A, const floating *R,
+                      const floating *W, const floating *b, const int64_t *y,
+                      double omega, int max_backtracks, double *eta,
+                      floating *Z_out, floating *A_out, floating *R_out,
+                      floating *Ac, floating *g, floating *Gc, floating *Zc,
+                      double *ce_i, double *ce_t, double *rs_t, Py_ssize_t *n_failed,
+                      double *ce_sum) noexcept nogil:
+    """The Z step of z_last_step on nb consecutive rows (pointers at their first row;
+    the work arrays Ac, g, Gc, Zc and ce_i, ce_t, rs_t hold nb rows).  Adds the block's
+    new row cross-entropies to ce_sum in row order.  Returns the number of trial rounds."""
+    cdef Py_ssize_t i, a, n_active
+    cdef int t, n_trials = 0, c
+    cdef bint every
+    cdef floating *At
+    cdef floating two_omega = <floating>(2 * omega)
+    s.N = nb
+    # row objectives and gradient sigma'(Z) * (W (P - Y)) + 2 omega R at the current Z
+    act_derivative_from_value(kind, nb * n, A, Ac)
+    _affine(nb, n, K, A, W, b, Gc)
+    for i in range(nb):
+        ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
+        s.f0[i] = ce_i[i] + omega * _ssq(n, R + i * n)
+    gemm(c'T', c'N', <int>n, <int>nb, <int>K, 1, W, <int>K, Gc, <int>K, 0, g, <int>n)
+    for i in range(nb * n):
+        g[i] = g[i] * Ac[i] + two_omega * R[i]
+    for i in range(nb):
+        s.gsq[i] = _ssq(n, g + i * n)
+    _search_start(s, eta)
+    n_active = nb
+    for t in range(max_backtracks + 1):
+        _search_give_up(s, n_active)
+        for a in range(n_active):
+            if s.accept[a] == _GIVE_UP:
+                n_failed[0] += 1
+                _keep_row(s.active[a], n, Z, A, R, Z_out, A_out, R_out)
+        n_active = _search_drop(s, n_active)
+        if n_active == 0:
+            break
+        n_trials += 1
+        # while every row is active the compact order is the row order: write the
+        # trial activations straight into A_out, saving the copy of accepted rows
+        every = n_active == nb
+        At = A_out if every and A_out != NULL else Ac
+        _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
+        _affine(n_active, n, K, At, W, b, Gc)
+        for a in range(n_active):
+            i = s.active[a]
+            ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
+            s.f_trial[a] = ce_t[a] + omega * rs_t[a]
+        _search_decide(s, n_active)
+        for a in range(n_active):
+            i = s.active[a]
+            if s.accept[a] == _ACCEPT:
+                if At != A_out and A_out != NULL:
+                    memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
+                ce_i[i] = ce_t[a]
+            elif t == max_backtracks:
+                n_failed[0] += 1       # no acceptable step: the row keeps its values
+                _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
+        n_active = _search_compact(s, n_active)
+    _search_finish(s, eta)
+    for i in range(nb):
+        ce_sum[0] += ce_i[i]
+    return n_trials
+
+
+def _check_work(arr, rows, cols, name):
+    """A work array holds at least `rows` rows (a block, or all N) of `cols` columns."""
+    if arr.shape[0] < rows or arr.shape[1] != cols:
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}, needs at least "
+                         f"({rows}, {cols})")
+
+
+cdef Py_ssize_t _last_block_rows(Py_ssize_t N, Py_ssize_t n, size_t itemsize,
+                                 bint shared) noexcept nogil:
+    """Rows per block of z_last_step: about 256 KB per (block, n) array and at least
+    256 rows (its products by W are K columns wide: few rows would be mostly call
+    overhead); one block of N rows for a shared step."""
+    cdef Py_ssize_t rows
+    if shared:
+        return N
+    rows = 262144 // <Py_ssize_t>(n * itemsize) if n > 0 else N
+    rows = 256 if rows < 256 else rows
+    return rows if rows < N else N
+
+
+def z_hidden_work_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
+                       bint shared):
+    """Rows the work arrays of z_hidden_step need: a block (per-sample steps) or N
+    (a shared step); n2 is the width of the next layer."""
+    return _block_rows(N, n, n2, itemsize, shared) if N > 0 else 0
+
+
+def z_last_work_rows(Py_ssize_t N, Py_ssize_t n, size_t itemsize, bint shared):
+    """Rows the work arrays of z_last_step need: a block (per-sample steps) or N."""
+    return _last_block_rows(N, n, itemsize, shared) if N > 0 else 0
+
+
+def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
+                const floating[:, ::1] W, const floating[::1] b, const int64_t[::1] y,
+                int kind, double omega, double[::1] eta, double lipschitz,
+                int max_backtracks, double shrink, double armijo, double grow, double eta_max,
+                floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
+                floating[:, ::1] work_D, floating[:, ::1] work_grad, floating[:, ::1] work_P):
+    """Backtracking gradient step on the last hidden pre-activation Z_m (MATH.md §4 step 2).
+
+    Row objective f_i(z) = CE(W^T sigma(z) + b, y_i) + omega ||r_i||^2 where the residual
+    R = Z - (W_m A_{m-1} + b_m) moves with Z.  len(eta) == N: one step per sample, the
+    rows processed in blocks that stay in cache; len(eta) == 1: one shared step (one
+    block of N rows).  The work arrays need hold only a block (z_last_work_rows(N, n,
+    itemsize, shared) rows).  A_out may be None: the candidate's activations are then
+    not written (the caller recomputes them from Z_out).  eta is updated in place.
+    Returns (ce_sum_new, ||R_out||^2, n_failed_rows, n_trials).
+    """
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
+    cdef Py_ssize_t r0, nb, block, n_failed = 0
+    cdef int t, n_trials = 0
+    cdef double ce_sum = 0, r_sum
+    cdef bint shared = eta.shape[0] == 1
+    cdef _Search s
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
+        _check(arr, (N, n), name)
+    if A_out is not None:
+        _check(A_out, (N, n), "A_out")
+    _check(W, (n, K), "W"); _check(b, (K,), "b"); _check(y, (N,), "y")
+    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if N == 0:
+        return 0.0, 0.0, 0, 0
+    block = _last_block_rows(N, n, sizeof(floating), shared)
+    _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
+    _check_work(work_P, block, K, "work_P")
+    if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
+                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
+        _search_free(&s)
+        raise MemoryError()
+    cdef double *ce_i = <double *>malloc(block * sizeof(double))
+    cdef double *ce_t = <double *>malloc(block * sizeof(double))
+    cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
+    cdef double *rs_t = <double *>malloc(block * sizeof(double))
+    if not (ce_i and ce_t and Zc and rs_t):
+        free(ce_i); free(ce_t); free(Zc); free(rs_t); _search_free(&s)
+        raise MemoryError()
+    cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
+    with nogil:
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            # sigma'(Z) then compact trial activations in work_D; P - Y then compact
+            # trial logits in work_P
+            t = _z_last_rows(&s, nb, n, K, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
+                             &W[0, 0], &b[0], &y[r0], omega, max_backtracks,
+                             &eta[0 if shared else r0], &Z_out[r0, 0],
+                             Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
+                             &work_D[0, 0], &work_grad[0, 0], &work_P[0, 0],
+                             Zc, ce_i, ce_t, rs_t, &n_failed, &ce_sum)
+            n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
+            r0 += nb
+        r_sum = _ssq(N * n, &R_out[0, 0])
+    _search_free(&s)
+    free(ce_i); free(ce_t); free(Zc); free(rs_t)
+    return ce_sum, r_sum, n_failed, n_trials
+
+
 cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, int kind,
                         const floating *Z, const floating *A, const floating *R,
                         const floating *R_next, const floating *W, const floating *WT,
@@ -487,6 +555,7 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
     computes anyway.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, j, a, n_active
     cdef int t, n_trials = 0
+    cdef bint every
     cdef floating *At
     cdef floating *Rt
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
@@ -524,8 +593,9 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         n_trials += 1
         # while every row is active the compact order is the row order: write the
         # trial straight into A_out and R_next_out, saving the copy of accepted rows
-        At = A_out if n_active == nb else Ac
-        Rt = R_next_out if n_active == nb else Rc
+        every = n_active == nb
+        At = A_out if every and A_out != NULL else Ac
+        Rt = R_next_out if every else Rc
         _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
         # trial residual of the next layer, zb - W sigma(z), and its norm
         rows_gemm_gather(n_active, n, n2, At, n, W, n2, <floating>-1, Zb, n2, s.active,
@@ -538,8 +608,9 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
             if s.accept[a] == _ACCEPT:
                 rs[i] = rs_t[a]
                 rns[i] = rns_t[a]
-                if At != A_out:
-                    memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
+                if not every:
+                    if A_out != NULL:
+                        memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                     memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
             elif s.accept[a] == _RETRY and t == max_backtracks:
                 n_failed[0] += 1       # no acceptable step: the row keeps its values
@@ -566,8 +637,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     r = z - t moves with z and zb = Z_l - b_l is fixed; gradient (paper's (3.12), times N)
     2 omega r - 2 omega_next sigma'(z) * (W_next^T r_next).
     With per-sample steps (eta of length N) the rows are processed in blocks that stay
-    in cache; the work arrays need only hold a block, but take N rows so that a shared
-    step (one block of N rows) can use them too.
+    in cache and the work arrays need hold only a block (z_hidden_work_rows(N, n, n2,
+    itemsize, shared) rows); a shared step is one block of N rows.  A_out may be None:
+    the candidate's activations are then not written (the caller recomputes them).
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
@@ -576,17 +648,19 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (A_out, "A_out"),
-                      (R_out, "R_out"), (work_D, "work_D"), (work_grad, "work_grad")):
+    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
         _check(arr, (N, n), name)
-    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out"),
-                      (work_Zb, "work_Zb"), (work_Rc, "work_Rc")):
+    if A_out is not None:
+        _check(A_out, (N, n), "A_out")
+    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out")):
         _check(arr, (N, n2), name)
     _check(W_next, (n, n2), "W_next")
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
+    _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
+    _check_work(work_Zb, block, n2, "work_Zb"); _check_work(work_Rc, block, n2, "work_Rc")
     cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
                                     shared, 1.1920929e-07 if floating is float
                                     else 2.220446049250313e-16)
@@ -597,6 +671,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         free(WT); free(Zc); free(sq)
         _search_free(&s)
         raise MemoryError()
+    cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
     with nogil:
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
@@ -607,7 +682,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
                                &R_next[r0, 0], &W_next[0, 0], WT, omega, omega_next,
                                max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
-                               &A_out[r0, 0], &R_out[r0, 0], &R_next_out[r0, 0],
+                               Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
+                               &R_next_out[r0, 0],
                                &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
                                &work_Rc[0, 0], Zc, sq, &n_failed, &r_sum, &rn_sum)
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took

@@ -131,6 +131,119 @@ def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dty
     np.testing.assert_array_equal(ec, er)
 
 
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+@pytest.mark.parametrize("n,K", [(20, 3), (300, 2), (120, 10)])
+def test_z_last_step_over_many_blocks_matches_reference(per_sample, n, K, dtype):
+    """Rows beyond one block of z_last_step (256 rows at least, about 256 KB per array),
+    with work arrays of only the rows z_last_work_rows asks for: the same result, bit for
+    bit, as with work arrays of all N rows, and the reference's to rounding."""
+    N = 4000 if n == 20 else 700
+    Z = rng.normal(size=(N, n)).astype(dtype)
+    A = np.tanh(Z).astype(dtype)
+    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
+    W = (rng.normal(size=(n, K)) / np.sqrt(n)).astype(dtype)
+    b = rng.normal(size=K).astype(dtype)
+    y = rng.integers(0, K, N).astype(np.int64)
+    rows = _fnn_blocks.z_last_work_rows(N, n, np.dtype(dtype).itemsize, not per_sample)
+    assert rows == (N if not per_sample else min(N, max(256, 262144 // (n * np.dtype(dtype).itemsize))))
+    if per_sample:
+        assert rows < N                              # really several blocks
+    res = []
+    for backend, M in ((_fnn_blocks, rows), (_fnn_blocks, N), (_reference, N)):
+        eta = np.ones(N if per_sample else 1)
+        outs = [np.zeros((N, n), dtype) for _ in range(3)]
+        work = [np.zeros((M, n), dtype), np.zeros((M, n), dtype), np.zeros((M, K), dtype)]
+        r = backend.z_last_step(Z, A, R, W, b, y, 0, 0.7, eta, 3.0, 30, 0.5, 1e-4,
+                                2.0, 1e4, *outs, *work)
+        res.append((r, outs, eta))
+    (rb, ob, eb), (rc, oc, ec), (rr, orf, er) = res
+    assert rb == rc
+    for a, c in zip(ob + [eb], oc + [ec]):
+        np.testing.assert_array_equal(a, c)
+    close(rc[:2], rr[:2], dtype, scale=max(rr[0], rr[1]))
+    assert rc[2:] == rr[2:]
+    for a, c in zip(oc, orf):
+        close(a, c, dtype)
+    np.testing.assert_array_equal(ec, er)
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_hidden_step_with_block_sized_work_arrays(per_sample, dtype):
+    """Work arrays of z_hidden_work_rows rows give the result of N-row ones, bit for bit;
+    fewer rows are refused before the kernel runs."""
+    N, n, n2 = 900, 300, 200
+    Z = rng.normal(size=(N, n)).astype(dtype)
+    A = np.tanh(Z).astype(dtype)
+    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
+    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
+    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    rows = _fnn_blocks.z_hidden_work_rows(N, n, n2, np.dtype(dtype).itemsize, not per_sample)
+    assert rows < N if per_sample else rows == N
+    res = []
+    for M in (rows, N):
+        eta = np.ones(N if per_sample else 1)
+        outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
+        work = [np.zeros((M, n), dtype), np.zeros((M, n), dtype),
+                np.zeros((M, n2), dtype), np.zeros((M, n2), dtype)]
+        r = _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
+                                      2.0, 1e4, *outs, *work)
+        res.append((r, outs, eta))
+    assert res[0][0] == res[1][0]
+    for a, c in zip(res[0][1] + [res[0][2]], res[1][1] + [res[1][2]]):
+        np.testing.assert_array_equal(a, c)
+    eta = np.ones(N if per_sample else 1)
+    outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
+    small = [np.zeros((rows - 1, n), dtype), np.zeros((rows, n), dtype),
+             np.zeros((rows, n2), dtype), np.zeros((rows, n2), dtype)]
+    with pytest.raises(ValueError, match="work_D"):
+        _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
+                                  2.0, 1e4, *outs, *small)
+    with pytest.raises(ValueError, match="work_P"):
+        _fnn_blocks.z_last_step(Z, A, R, W[:, :3].copy(), np.zeros(3, dtype),
+                                np.zeros(N, np.int64), 0, 0.7, eta, 3.0, 30, 0.5, 1e-4, 2.0,
+                                1e4, *outs[:3], np.zeros((N, n), dtype),
+                                np.zeros((N, n), dtype), np.zeros((1, 3), dtype))
+
+
+@pytest.mark.parametrize("backend", [_fnn_blocks, _reference], ids=["compiled", "reference"])
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_steps_without_candidate_activations(backend, per_sample, dtype):
+    """A_out=None (the sweep recomputes A from Z): every other output is the same, bit
+    for bit, as when the candidate's activations are written."""
+    N, n, n2, K = 700, 300, 40, 3
+    Z = rng.normal(size=(N, n)).astype(dtype)
+    A = np.tanh(Z).astype(dtype)
+    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
+    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
+    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    Wk = (rng.normal(size=(n, K)) / np.sqrt(n)).astype(dtype)
+    bk = rng.normal(size=K).astype(dtype)
+    y = rng.integers(0, K, N).astype(np.int64)
+    for step in ("last", "hidden"):
+        res = []
+        for keep in (True, False):
+            eta = np.ones(N if per_sample else 1)
+            Zo, Ao, Ro = (np.zeros((N, n), dtype) for _ in range(3))
+            Rno = np.zeros((N, n2), dtype)
+            if step == "last":
+                work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype), np.zeros((N, K), dtype)]
+                r = backend.z_last_step(Z, A, R, Wk, bk, y, 0, 0.7, eta, 3.0, 30, 0.5, 1e-4,
+                                        2.0, 1e4, Zo, Ao if keep else None, Ro, *work)
+            else:
+                work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
+                        np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
+                r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5,
+                                          1e-4, 2.0, 1e4, Zo, Ao if keep else None, Ro, Rno,
+                                          *work)
+            res.append((r, [Zo, Ro, Rno, eta], Ao))
+        (r1, o1, A1), (r2, o2, A2) = res
+        assert r1 == r2
+        for a, c in zip(o1, o2):
+            np.testing.assert_array_equal(a, c)
+        assert not A2.any()                           # really not written
+        close(A1, np.tanh(o1[0].astype(np.float64)), dtype)
+
+
 @pytest.mark.parametrize("n_in", [20, 40])
 def test_ridge_with_long_data_matches_reference(n_in, dtype):
     N, n_out = 2000, 20
