@@ -319,28 +319,18 @@ class GDState:
         self.ws = _Workspace(X.dtype)
         self.N = X.shape[0]
         self.P = self.ws("P", (self.N, weights[-1].shape[1]))
+        # what backprop writes: the gradients, and the deltas in two alternating buffers
+        self.gW = [np.empty_like(w) for w in weights]
+        self.gb = [np.empty_like(v) for v in biases]
+        size = self.N * max(w.shape[1] for w in weights)
+        self.work_delta = (self.ws("delta0", (size,)), self.ws("delta1", (size,)))
 
     def forward(self):
         """Loss and accuracy at the current parameters; keeps what backprop needs."""
         return self.fwd.loss(self.X, self.y, self.W, self.b, self.P, keep_layers=True)
 
     def update(self):
-        """One gradient step from the caches of the last forward()."""
-        k, W, b, A = self.k, self.W, self.b, self.fwd.A
-        dtype = self.X.dtype.type
-        delta = self.ws("delta_out", self.P.shape)
-        np.multiply(self.P, dtype(1.0 / self.N), out=delta)
-        lr = dtype(self.lr)
-        for i in range(len(W) - 1, -1, -1):
-            prev = A[i - 1] if i > 0 else self.X
-            gW, gb = self.ws(f"gW{i}", W[i].shape), self.ws(f"gb{i}", b[i].shape)
-            if i > 0:
-                # sigma'(Z[i-1]) from the kept activations, in the same pass
-                delta_prev = self.ws(f"delta{i % 2}", prev.shape)
-                k.backprop_layer(delta, prev, W[i], gW, gb, None, delta_prev, self.fwd.kind)
-            else:
-                k.backprop_layer(delta, prev, W[i], gW, gb)
-            W[i] -= lr * gW
-            b[i] -= lr * gb
-            if i > 0:
-                delta = delta_prev
+        """One gradient step from the caches of the last forward(): backpropagation and the
+        update of every layer in one backend call."""
+        self.k.backprop_step(self.P, self.X, self.fwd.A, self.W, self.b, self.fwd.kind,
+                             self.lr, self.gW, self.gb, self.work_delta)
