@@ -307,11 +307,19 @@ SG_FN(bp_tile)(int mr, int nv, ptrdiff_t n, ptrdiff_t k, const SG_T *delta, cons
 
 static inline __attribute__((always_inline)) void
 SG_FN(bp_rows)(int nv, ptrdiff_t M, ptrdiff_t n, ptrdiff_t k, const SG_T *delta,
-               const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp)
+               const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp, const SG_T *pa,
+               const SG_T *pd)
 {
     ptrdiff_t r = 0;
-    for (; r + 4 <= M; r += 4)
+    for (; r + 4 <= M; r += 4) {
+        if (pa) {
+            for (ptrdiff_t o = 0; o < 4 * k; o += 64 / (ptrdiff_t)sizeof(SG_T))
+                __builtin_prefetch(pa + r * k + o);
+            for (ptrdiff_t o = 0; o < 4 * n; o += 64 / (ptrdiff_t)sizeof(SG_T))
+                __builtin_prefetch(pd + r * n + o);
+        }
         SG_FN(bp_tile)(4, nv, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
+    }
     for (; r < M; r++)
         SG_FN(bp_tile)(1, nv, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
 }
@@ -386,8 +394,11 @@ static int SG_FN(backprop)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
         if (Dp) {   /* constant tile width and derivative: the tile stays in registers */
             const SG_T *s = S ? S + r0 * k : NULL;
             SG_T *dp = Dp + r0 * k;
+            /* the next chunk's A and delta are requested while this one computes */
+            const SG_T *pa = r0 + rb + mb <= M ? A + (r0 + rb) * k : NULL;
+            const SG_T *pd = pa ? delta + (r0 + rb) * n : NULL;
 #define SG_BP_CASE(nv, dv) \
-            case 8 * (nv) + (dv): SG_FN(bp_rows)(nv, mb, n, k, d, Wt, s, dv, dp); break;
+            case 8 * (nv) + (dv): SG_FN(bp_rows)(nv, mb, n, k, d, Wt, s, dv, dp, pa, pd); break;
 #define SG_BP_CASES(nv) SG_BP_CASE(nv, 0) SG_BP_CASE(nv, 1) SG_BP_CASE(nv, 2) \
             SG_BP_CASE(nv, 3) SG_BP_CASE(nv, 4)
             switch (8 * nvk + (deriv >= 0 && deriv <= 4 ? deriv : 0)) {
