@@ -47,6 +47,16 @@ def layer_forward(A_prev, W, b, kind, A_out, Z_out=None):
         Z_out[...] = Z
 
 
+def network_forward(X, W, b, kind, A_out, G_out):
+    """A_out[i] := sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X);
+    G_out := the logits A_out[m-1] W[m] + b[m]."""
+    prev = X
+    for i in range(len(W) - 1):
+        layer_forward(prev, W[i], b[i], kind, A_out[i])
+        prev = A_out[i]
+    affine(prev, W[-1], b[-1], G_out)
+
+
 def residual(Z, A_prev, W, b, R_out):
     """R_out := Z - A_prev W - b; returns ||R||^2."""
     R_out[...] = (Z - b) - A_prev @ W

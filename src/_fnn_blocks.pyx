@@ -96,6 +96,28 @@ def affine(const floating[:, ::1] A, const floating[:, ::1] W, const floating[::
         _affine(N, n_in, n_out, &A[0, 0], &W[0, 0], &b[0], &Z_out[0, 0])
 
 
+cdef int _layer_forward(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                        const floating *A_prev, const floating *W, const floating *b,
+                        int kind, floating *A_out, floating *Z_out) noexcept nogil:
+    """A_out := sigma(A_prev W + b), and Z_out := A_prev W + b when not NULL, a block of
+    rows at a time (layer_forward's block).  Returns 1 when scratch memory is unavailable."""
+    cdef Py_ssize_t r0 = 0, nb, block = _layer_block(N, n_in, n_out, sizeof(floating))
+    cdef floating *Zs = Z_out if Z_out != NULL else \
+        <floating *>malloc(block * n_out * sizeof(floating))
+    cdef floating *Zb
+    if Zs == NULL:
+        return 1
+    while r0 < N:
+        nb = block if r0 + block <= N else N - r0
+        Zb = Zs + r0 * n_out if Z_out != NULL else Zs
+        _affine(nb, n_in, n_out, A_prev + r0 * n_in, W, b, Zb)
+        act_forward(kind, nb * n_out, Zb, A_out + r0 * n_out, <floating *>NULL)
+        r0 += nb
+    if Z_out == NULL:
+        free(Zs)
+    return 0
+
+
 def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
                   const floating[::1] b, int kind, floating[:, ::1] A_out,
                   floating[:, ::1] Z_out=None):
@@ -103,28 +125,72 @@ def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
     layer of the true network, MATH.md §1).  Narrow layers run a block of rows at a
     time, the activation reading the product while it is in cache."""
     cdef Py_ssize_t N = A_prev.shape[0], n_in = A_prev.shape[1], n_out = W.shape[1]
-    cdef Py_ssize_t r0 = 0, nb, block
+    cdef int failed
     _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(A_out, (N, n_out), "A_out")
     cdef bint keep_z = Z_out is not None
     if keep_z:
         _check(Z_out, (N, n_out), "Z_out")
     if N == 0 or n_out == 0:
         return
-    block = _layer_block(N, n_in, n_out, sizeof(floating))
-    cdef floating *Zs = &Z_out[0, 0] if keep_z else \
-        <floating *>malloc(block * n_out * sizeof(floating))
-    if Zs == NULL:
-        raise MemoryError()
-    cdef floating *Zb
     with nogil:
-        while r0 < N:
-            nb = block if r0 + block <= N else N - r0
-            Zb = Zs + r0 * n_out if keep_z else Zs
-            _affine(nb, n_in, n_out, &A_prev[r0, 0], &W[0, 0], &b[0], Zb)
-            act_forward(kind, nb * n_out, Zb, &A_out[r0, 0], <floating *>NULL)
-            r0 += nb
-    if not keep_z:
-        free(Zs)
+        failed = _layer_forward(N, n_in, n_out, &A_prev[0, 0], &W[0, 0], &b[0], kind,
+                                &A_out[0, 0], &Z_out[0, 0] if keep_z else NULL)
+    if failed:
+        raise MemoryError()
+
+
+def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
+                    floating[:, ::1] G_out):
+    """The true network's forward pass (MATH.md §1) in one call: A_out[i] :=
+    sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X), and the logits
+    G_out := A_out[m-1] W[m] + b[m].  Validated once, run without the GIL."""
+    cdef Py_ssize_t N = X.shape[0], L = len(W), i, n_in, n_out
+    cdef const floating[:, ::1] Wi
+    cdef const floating[::1] bi
+    cdef floating[:, ::1] Ai
+    if L < 1 or len(b) != L or len(A_out) != L - 1:
+        raise ValueError("W and b need one entry per layer and A_out one per hidden layer")
+    if L > 1 and not 0 <= kind <= 3:
+        raise ValueError("unknown activation kind")
+    if N == 0 or X.shape[1] == 0:
+        raise ValueError("X needs a row and a column")
+    cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef const floating **Wp = <const floating **>malloc(L * sizeof(floating *))
+    cdef const floating **bp = <const floating **>malloc(L * sizeof(floating *))
+    cdef floating **Ap = <floating **>malloc(L * sizeof(floating *))
+    cdef int failed = 0
+    try:
+        if not (size and Wp and bp and Ap):
+            raise MemoryError()
+        size[0] = X.shape[1]
+        for i in range(L):
+            Wi, bi = W[i], b[i]
+            n_in, n_out = size[i], Wi.shape[1]
+            if Wi.shape[0] != n_in or n_out == 0 or bi.shape[0] != n_out:
+                raise ValueError(f"layer {i}: W and b do not match {n_in} inputs")
+            size[i + 1] = n_out
+            Wp[i], bp[i] = &Wi[0, 0], &bi[0]
+            if i < L - 1:
+                Ai = A_out[i]
+                if Ai.shape[0] != N or Ai.shape[1] != n_out:
+                    raise ValueError(f"A_out[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
+                                     f"expected {(N, n_out)}")
+                Ap[i] = &Ai[0, 0]
+        _check(G_out, (N, size[L]), "G_out")
+        Ap[L - 1] = &G_out[0, 0]
+        with nogil:
+            for i in range(L - 1):
+                failed = _layer_forward(N, size[i], size[i + 1], &X[0, 0] if i == 0 else Ap[i - 1],
+                                        Wp[i], bp[i], kind, Ap[i], <floating *>NULL)
+                if failed:
+                    break
+            if not failed:
+                _affine(N, size[L - 1], size[L], &X[0, 0] if L == 1 else Ap[L - 2],
+                        Wp[L - 1], bp[L - 1], Ap[L - 1])
+        if failed:
+            raise MemoryError()
+    finally:
+        free(size); free(Wp); free(bp); free(Ap)
 
 
 def residual(const floating[:, ::1] Z, const floating[:, ::1] A_prev,

@@ -299,3 +299,35 @@ def test_backprop_step_validates_before_running(bad):
         _fnn_blocks.backprop_step(P, X, A, W, b, kind, 0.1, gW, gb, work)
     for x, y0 in zip(W + b, before):
         np.testing.assert_array_equal(x, y0)
+
+
+@pytest.mark.parametrize("sizes", [(2, 20, 20, 20, 2), (3, 40, 7, 33, 20, 4), (5, 3)],
+                         ids=["narrow", "mixed", "no_hidden"])
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_network_forward_matches_reference(sizes, name, dtype):
+    N, kind = 700, ACTIVATION_CODES[name]
+    X, W, b = _network(dtype, N, sizes, seed=6)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        A = [np.full((N, c), np.nan, dtype) for c in sizes[1:-1]]
+        G = np.full((N, sizes[-1]), np.nan, dtype)
+        backend.network_forward(X, W, b, kind, A, G)
+        out.append(A + [G])
+    for c, r in zip(*out):
+        close(c, r, dtype, scale=max(sizes) * 1.0)
+
+
+@pytest.mark.parametrize("bad", ["short_A", "A_shape", "G_shape", "b_shape"])
+def test_network_forward_validates(bad):
+    X, W, b = _network(np.float64, 30, (2, 6, 3), seed=2)
+    A, G = [np.empty((30, 6))], np.empty((30, 3))
+    if bad == "short_A":
+        A = []
+    elif bad == "A_shape":
+        A = [np.empty((30, 5))]
+    elif bad == "G_shape":
+        G = np.empty((30, 2))
+    else:
+        b = [b[0], np.ones(4)]
+    with pytest.raises(ValueError):
+        _fnn_blocks.network_forward(X, W, b, 0, A, G)
