@@ -4,24 +4,22 @@ Both namespaces expose the same names with the same signatures, so the sweep in
 ``lysep._sweep`` runs unchanged on either (and the tests compare them)."""
 from types import SimpleNamespace
 
-from . import _reference
-from ._activation import activation
-from ._fnn_blocks import (affine, backprop_layer, bias_update, layer_forward, output_step,
-                          residual, ridge_update, squared_norm, z_hidden_step,
-                          z_hidden_work_rows, z_last_step, z_last_work_rows)
-from ._softmax import softmax_ce
+from . import _activation, _fnn_blocks, _reference, _softmax
 
-_NAMES = ("activation", "softmax_ce", "affine", "layer_forward", "residual", "output_step", "z_last_step",
-          "z_hidden_step", "ridge_update", "bias_update", "backprop_layer", "squared_norm",
-          "z_last_work_rows", "z_hidden_work_rows")
+_NAMES = ("activation", "softmax_ce", "affine", "layer_forward", "network_forward", "residual",
+          "output_step", "z_last_step", "z_hidden_step", "ridge_update", "bias_update",
+          "backprop_layer", "backprop_step", "squared_norm", "z_last_work_rows",
+          "z_hidden_work_rows")
 
-COMPILED = SimpleNamespace(
-    name="compiled", activation=activation, softmax_ce=softmax_ce, affine=affine,
-    layer_forward=layer_forward, residual=residual, output_step=output_step, z_last_step=z_last_step,
-    z_hidden_step=z_hidden_step, ridge_update=ridge_update, bias_update=bias_update,
-    backprop_layer=backprop_layer, squared_norm=squared_norm,
-    z_last_work_rows=z_last_work_rows, z_hidden_work_rows=z_hidden_work_rows)
 
+def _compiled(name):
+    for module in (_fnn_blocks, _softmax, _activation):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ImportError(f"no compiled kernel {name!r}")
+
+
+COMPILED = SimpleNamespace(name="compiled", **{name: _compiled(name) for name in _NAMES})
 REFERENCE = SimpleNamespace(name="reference",
                             **{name: getattr(_reference, name) for name in _NAMES})
 

@@ -47,6 +47,16 @@ def layer_forward(A_prev, W, b, kind, A_out, Z_out=None):
         Z_out[...] = Z
 
 
+def network_forward(X, W, b, kind, A_out, G_out):
+    """A_out[i] := sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X);
+    G_out := the logits A_out[m-1] W[m] + b[m]."""
+    prev = X
+    for i in range(len(W) - 1):
+        layer_forward(prev, W[i], b[i], kind, A_out[i])
+        prev = A_out[i]
+    affine(prev, W[-1], b[-1], G_out)
+
+
 def residual(Z, A_prev, W, b, R_out):
     """R_out := Z - A_prev W - b; returns ||R||^2."""
     R_out[...] = (Z - b) - A_prev @ W
@@ -254,3 +264,26 @@ def backprop_layer(delta, A_prev, W, grad_W_out, grad_b_out, D_prev=None,
     if delta_prev_out is not None:
         D = D_prev if D_prev is not None else derivative_from_value(A_prev, kind)
         delta_prev_out[...] = (delta @ W.T) * D
+
+
+def backprop_step(P, X, A, W, b, kind, learning_rate, grad_W_out, grad_b_out, work_delta):
+    """One gradient-descent step by backpropagation from the last forward's P =
+    softmax(G) - Y and activations A (X feeds layer 0): delta = P / N at the logits,
+    backprop_layer from the top layer down, W[i] -= lr grad_W[i] and b[i] -= lr grad_b[i]
+    once layer i's delta has been passed on; the deltas live in work_delta's two buffers."""
+    dt = P.dtype.type
+    lr = dt(learning_rate)
+    delta = work_delta[0][:P.size].reshape(P.shape)
+    np.multiply(P, dt(1.0 / P.shape[0]), out=delta)
+    for i in range(len(W) - 1, -1, -1):
+        if i > 0:
+            prev = A[i - 1]
+            delta_prev = work_delta[(len(W) - i) % 2][:prev.size].reshape(prev.shape)
+            backprop_layer(delta, prev, W[i], grad_W_out[i], grad_b_out[i], None, delta_prev,
+                           kind)
+        else:
+            backprop_layer(delta, X, W[i], grad_W_out[i], grad_b_out[i])
+        W[i] -= lr * grad_W_out[i]
+        b[i] -= lr * grad_b_out[i]
+        if i > 0:
+            delta = delta_prev

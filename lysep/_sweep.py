@@ -488,32 +488,27 @@ class GDState:
         self.k, self.X, self.y = backend, X, y
         self.W, self.b = weights, biases
         self.lr = learning_rate
-        self.fwd = Forward(backend, activation, X.dtype)
+        self.kind = ACTIVATION_CODES[activation]
         self.ws = _Workspace(X.dtype)
-        self.N = X.shape[0]
-        self.P = self.ws("P", (self.N, weights[-1].shape[1]))
+        self.N = N = X.shape[0]
+        # the forward pass keeps every hidden layer's activations for backprop
+        self.A = [self.ws(f"A{i}", (N, w.shape[1])) for i, w in enumerate(weights[:-1])]
+        self.G = self.ws("G", (N, weights[-1].shape[1]))
+        self.P = self.ws("P", (N, weights[-1].shape[1]))
+        # what backprop writes: the gradients, and the deltas in two alternating buffers
+        self.gW = [np.empty_like(w) for w in weights]
+        self.gb = [np.empty_like(v) for v in biases]
+        size = self.N * max(w.shape[1] for w in weights)
+        self.work_delta = (self.ws("delta0", (size,)), self.ws("delta1", (size,)))
 
     def forward(self):
         """Loss and accuracy at the current parameters; keeps what backprop needs."""
-        return self.fwd.loss(self.X, self.y, self.W, self.b, self.P, keep_layers=True)
+        self.k.network_forward(self.X, self.W, self.b, self.kind, self.A, self.G)
+        ce, n_correct = self.k.softmax_ce(self.G, self.y, self.P)
+        return ce / self.N, n_correct / self.N
 
     def update(self):
-        """One gradient step from the caches of the last forward()."""
-        k, W, b, A = self.k, self.W, self.b, self.fwd.A
-        dtype = self.X.dtype.type
-        delta = self.ws("delta_out", self.P.shape)
-        np.multiply(self.P, dtype(1.0 / self.N), out=delta)
-        lr = dtype(self.lr)
-        for i in range(len(W) - 1, -1, -1):
-            prev = A[i - 1] if i > 0 else self.X
-            gW, gb = self.ws(f"gW{i}", W[i].shape), self.ws(f"gb{i}", b[i].shape)
-            if i > 0:
-                # sigma'(Z[i-1]) from the kept activations, in the same pass
-                delta_prev = self.ws(f"delta{i % 2}", prev.shape)
-                k.backprop_layer(delta, prev, W[i], gW, gb, None, delta_prev, self.fwd.kind)
-            else:
-                k.backprop_layer(delta, prev, W[i], gW, gb)
-            W[i] -= lr * gW
-            b[i] -= lr * gb
-            if i > 0:
-                delta = delta_prev
+        """One gradient step from the caches of the last forward(): backpropagation and the
+        update of every layer in one backend call."""
+        self.k.backprop_step(self.P, self.X, self.A, self.W, self.b, self.kind, self.lr,
+                             self.gW, self.gb, self.work_delta)

@@ -144,6 +144,12 @@ cdef extern from "_smallgemm.h" nogil:
     int lysep_tn_acc_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
                        Py_ssize_t ldc)
+    int lysep_backprop_d(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const double *A,
+                         const double *delta, const double *W, const double *S, int deriv,
+                         double *gW, double *gb, double *Dp)
+    int lysep_backprop_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
+                         const float *delta, const float *W, const float *S, int deriv,
+                         float *gW, double *gb, float *Dp)
 
 
 cdef inline bint narrow(Py_ssize_t n, size_t itemsize) noexcept nogil:

@@ -15,11 +15,13 @@ from libc.math cimport fabs
 
 from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather, gram_upper_acc,
                    trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
+                   lysep_backprop_d, lysep_backprop_f,
                    lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
                    lysep_gram_acc_d, lysep_gram_acc_f)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
-from _elementwise cimport act_forward, act_derivative_from_value, act_derivative_times
+from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
+                          SOFTPLUS)
 from _cross_entropy cimport ce_row, ce_rows
 
 
@@ -94,6 +96,28 @@ def affine(const floating[:, ::1] A, const floating[:, ::1] W, const floating[::
         _affine(N, n_in, n_out, &A[0, 0], &W[0, 0], &b[0], &Z_out[0, 0])
 
 
+cdef int _layer_forward(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                        const floating *A_prev, const floating *W, const floating *b,
+                        int kind, floating *A_out, floating *Z_out) noexcept nogil:
+    """A_out := sigma(A_prev W + b), and Z_out := A_prev W + b when not NULL, a block of
+    rows at a time (layer_forward's block).  Returns 1 when scratch memory is unavailable."""
+    cdef Py_ssize_t r0 = 0, nb, block = _layer_block(N, n_in, n_out, sizeof(floating))
+    cdef floating *Zs = Z_out if Z_out != NULL else \
+        <floating *>malloc(block * n_out * sizeof(floating))
+    cdef floating *Zb
+    if Zs == NULL:
+        return 1
+    while r0 < N:
+        nb = block if r0 + block <= N else N - r0
+        Zb = Zs + r0 * n_out if Z_out != NULL else Zs
+        _affine(nb, n_in, n_out, A_prev + r0 * n_in, W, b, Zb)
+        act_forward(kind, nb * n_out, Zb, A_out + r0 * n_out, <floating *>NULL)
+        r0 += nb
+    if Z_out == NULL:
+        free(Zs)
+    return 0
+
+
 def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
                   const floating[::1] b, int kind, floating[:, ::1] A_out,
                   floating[:, ::1] Z_out=None):
@@ -101,28 +125,72 @@ def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
     layer of the true network, MATH.md §1).  Narrow layers run a block of rows at a
     time, the activation reading the product while it is in cache."""
     cdef Py_ssize_t N = A_prev.shape[0], n_in = A_prev.shape[1], n_out = W.shape[1]
-    cdef Py_ssize_t r0 = 0, nb, block
+    cdef int failed
     _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(A_out, (N, n_out), "A_out")
     cdef bint keep_z = Z_out is not None
     if keep_z:
         _check(Z_out, (N, n_out), "Z_out")
     if N == 0 or n_out == 0:
         return
-    block = _layer_block(N, n_in, n_out, sizeof(floating))
-    cdef floating *Zs = &Z_out[0, 0] if keep_z else \
-        <floating *>malloc(block * n_out * sizeof(floating))
-    if Zs == NULL:
-        raise MemoryError()
-    cdef floating *Zb
     with nogil:
-        while r0 < N:
-            nb = block if r0 + block <= N else N - r0
-            Zb = Zs + r0 * n_out if keep_z else Zs
-            _affine(nb, n_in, n_out, &A_prev[r0, 0], &W[0, 0], &b[0], Zb)
-            act_forward(kind, nb * n_out, Zb, &A_out[r0, 0], <floating *>NULL)
-            r0 += nb
-    if not keep_z:
-        free(Zs)
+        failed = _layer_forward(N, n_in, n_out, &A_prev[0, 0], &W[0, 0], &b[0], kind,
+                                &A_out[0, 0], &Z_out[0, 0] if keep_z else NULL)
+    if failed:
+        raise MemoryError()
+
+
+def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
+                    floating[:, ::1] G_out):
+    """The true network's forward pass (MATH.md §1) in one call: A_out[i] :=
+    sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X), and the logits
+    G_out := A_out[m-1] W[m] + b[m].  Validated once, run without the GIL."""
+    cdef Py_ssize_t N = X.shape[0], L = len(W), i, n_in, n_out
+    cdef const floating[:, ::1] Wi
+    cdef const floating[::1] bi
+    cdef floating[:, ::1] Ai
+    if L < 1 or len(b) != L or len(A_out) != L - 1:
+        raise ValueError("W and b need one entry per layer and A_out one per hidden layer")
+    if L > 1 and not 0 <= kind <= 3:
+        raise ValueError("unknown activation kind")
+    if N == 0 or X.shape[1] == 0:
+        raise ValueError("X needs a row and a column")
+    cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef const floating **Wp = <const floating **>malloc(L * sizeof(floating *))
+    cdef const floating **bp = <const floating **>malloc(L * sizeof(floating *))
+    cdef floating **Ap = <floating **>malloc(L * sizeof(floating *))
+    cdef int failed = 0
+    try:
+        if not (size and Wp and bp and Ap):
+            raise MemoryError()
+        size[0] = X.shape[1]
+        for i in range(L):
+            Wi, bi = W[i], b[i]
+            n_in, n_out = size[i], Wi.shape[1]
+            if Wi.shape[0] != n_in or n_out == 0 or bi.shape[0] != n_out:
+                raise ValueError(f"layer {i}: W and b do not match {n_in} inputs")
+            size[i + 1] = n_out
+            Wp[i], bp[i] = &Wi[0, 0], &bi[0]
+            if i < L - 1:
+                Ai = A_out[i]
+                if Ai.shape[0] != N or Ai.shape[1] != n_out:
+                    raise ValueError(f"A_out[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
+                                     f"expected {(N, n_out)}")
+                Ap[i] = &Ai[0, 0]
+        _check(G_out, (N, size[L]), "G_out")
+        Ap[L - 1] = &G_out[0, 0]
+        with nogil:
+            for i in range(L - 1):
+                failed = _layer_forward(N, size[i], size[i + 1], &X[0, 0] if i == 0 else Ap[i - 1],
+                                        Wp[i], bp[i], kind, Ap[i], <floating *>NULL)
+                if failed:
+                    break
+            if not failed:
+                _affine(N, size[L - 1], size[L], &X[0, 0] if L == 1 else Ap[L - 2],
+                        Wp[L - 1], bp[L - 1], Ap[L - 1])
+        if failed:
+            raise MemoryError()
+    finally:
+        free(size); free(Wp); free(bp); free(Ap)
 
 
 def residual(const floating[:, ::1] Z, const floating[:, ::1] A_prev,
@@ -787,6 +855,66 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
 
 # ---------------------------------------------------------------------------
 # the gradient-descent baseline (MATH.md §7)
+cdef int _backprop(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out, const floating *d,
+                   const floating *Ap, const floating *W, floating *gW, floating *gb,
+                   const floating *D, floating *dp, int kind) noexcept nogil:
+    """gW := A_prev^T delta, gb := column sums of delta and, when dp is not NULL,
+    dp := (delta W^T) * sigma'(Z_prev) from D or, when D is NULL, from A_prev for
+    activation `kind` (backprop_layer's block).  Narrow layers run the fused kernel of
+    _smallgemm.h (the derivative applied in the product's store, row chunks in L1);
+    else BLAS, a block of rows at a time.  Returns 1 when scratch memory is unavailable."""
+    cdef Py_ssize_t i, j, r0 = 0, nb, block
+    cdef int deriv = 0, status
+    if dp != NULL:      # the kernel's derivative codes: 1 tanh, 2 sigmoid, 3 relu, 4 D itself
+        deriv = 4 if D != NULL else (kind + 1 if kind != SOFTPLUS else 0)
+    cdef double *sums = <double *>malloc(n_out * sizeof(double) + 1)
+    if sums == NULL:
+        return 1
+    if floating is double:
+        status = lysep_backprop_d(lysep_smallgemm_vbytes(), N, n_in, n_out, Ap, d, W,
+                                  D if D != NULL else Ap, deriv, gW, sums, dp)
+    else:
+        status = lysep_backprop_f(lysep_smallgemm_vbytes(), N, n_in, n_out, Ap, d, W,
+                                  D if D != NULL else Ap, deriv, gW, sums, dp)
+    if status == 0:
+        if dp != NULL and deriv == 0:       # softplus: its derivative in a second pass
+            act_derivative_times(kind, N * n_in, Ap, dp)
+        for j in range(n_out):
+            gb[j] = <floating>sums[j]
+        free(sums)
+        return 0
+    block = _layer_block(N, n_in, n_out, sizeof(floating))
+    cdef floating *WT = <floating *>malloc(n_in * n_out * sizeof(floating) + 1)
+    if WT == NULL:
+        free(sums)
+        return 1
+    memset(gW, 0, n_in * n_out * sizeof(floating))
+    for j in range(n_out):
+        sums[j] = 0
+    for i in range(n_in):            # W^T, the operand of delta W^T
+        for j in range(n_out):
+            WT[j * n_in + i] = W[i * n_out + j]
+    while r0 < N:
+        nb = block if r0 + block <= N else N - r0
+        tn_gemm_acc(nb, n_in, n_out, Ap + r0 * n_in, n_in, d + r0 * n_out, n_out, gW, n_out)
+        for i in range(r0, r0 + nb):  # row by row: contiguous, vectorisable
+            for j in range(n_out):
+                sums[j] += d[i * n_out + j]
+        if dp != NULL:
+            rows_gemm(nb, n_out, n_in, d + r0 * n_out, n_out, WT, n_in, <floating>1,
+                      <floating *>NULL, 0, <floating *>NULL, dp + r0 * n_in, n_in)
+            if D != NULL:
+                for i in range(r0 * n_in, (r0 + nb) * n_in):
+                    dp[i] = dp[i] * D[i]
+            else:
+                act_derivative_times(kind, nb * n_in, Ap + r0 * n_in, dp + r0 * n_in)
+        r0 += nb
+    for j in range(n_out):
+        gb[j] = <floating>sums[j]
+    free(sums); free(WT)
+    return 0
+
+
 def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
                    const floating[:, ::1] W, floating[:, ::1] grad_W_out,
                    floating[::1] grad_b_out, const floating[:, ::1] D_prev=None,
@@ -795,10 +923,9 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
     grad_b_out := column sums of delta and, when delta_prev_out is given,
     delta_prev_out := (delta W^T) * sigma'(Z_prev), with sigma'(Z_prev) read from D_prev
     or, when D_prev is None, computed from A_prev = sigma(Z_prev) for activation `kind`.
-    Narrow layers run a block of rows at a time, every product and the derivative
-    meeting the block in cache."""
+    Narrow layers run in one fused pass over cache-sized chunks of rows."""
     cdef Py_ssize_t N = delta.shape[0], n_out = delta.shape[1], n_in = A_prev.shape[1]
-    cdef Py_ssize_t i, j, r0 = 0, nb, block
+    cdef int failed
     _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
     _check(grad_W_out, (n_in, n_out), "grad_W_out"); _check(grad_b_out, (n_out,), "grad_b_out")
     cdef bint has_prev = delta_prev_out is not None
@@ -811,42 +938,99 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
             raise ValueError("delta_prev_out needs D_prev or the activation kind")
     elif has_D:
         raise ValueError("delta_prev_out is required with D_prev")
-    cdef floating *dp = &delta_prev_out[0, 0] if has_prev else NULL
-    cdef const floating *D = &D_prev[0, 0] if has_D else NULL
-    cdef const floating *d = &delta[0, 0]
+    cdef floating *dp = &delta_prev_out[0, 0] if has_prev and N > 0 and n_in > 0 else NULL
+    cdef const floating *D = &D_prev[0, 0] if has_D and N > 0 and n_in > 0 else NULL
+    cdef const floating *d = &delta[0, 0] if N > 0 and n_out > 0 else NULL
     cdef const floating *Ap = &A_prev[0, 0] if N > 0 and n_in > 0 else NULL
-    block = _layer_block(N, n_in, n_out, sizeof(floating))
-    cdef double *sums = <double *>malloc(n_out * sizeof(double) + 1)
-    cdef floating *WT = <floating *>malloc(n_in * n_out * sizeof(floating) + 1)
-    if sums == NULL or WT == NULL:
-        free(sums); free(WT)
-        raise MemoryError()
+    cdef floating *gW = &grad_W_out[0, 0] if n_in > 0 and n_out > 0 else NULL
+    cdef floating *gb = &grad_b_out[0] if n_out > 0 else NULL
     with nogil:
-        memset(&grad_W_out[0, 0], 0, n_in * n_out * sizeof(floating))
-        for j in range(n_out):
-            sums[j] = 0
-        for i in range(n_in):            # W^T, the operand of delta W^T
-            for j in range(n_out):
-                WT[j * n_in + i] = W[i, j]
-        while r0 < N:
-            nb = block if r0 + block <= N else N - r0
-            tn_gemm_acc(nb, n_in, n_out, Ap + r0 * n_in, n_in, d + r0 * n_out, n_out,
-                        &grad_W_out[0, 0], n_out)
-            for i in range(r0, r0 + nb):  # row by row: contiguous, vectorisable
-                for j in range(n_out):
-                    sums[j] += d[i * n_out + j]
-            if has_prev:
-                rows_gemm(nb, n_out, n_in, d + r0 * n_out, n_out, WT, n_in, <floating>1,
-                          <floating *>NULL, 0, <floating *>NULL, dp + r0 * n_in, n_in)
-                if has_D:
-                    for i in range(r0 * n_in, (r0 + nb) * n_in):
-                        dp[i] = dp[i] * D[i]
-                else:
-                    act_derivative_times(kind, nb * n_in, Ap + r0 * n_in, dp + r0 * n_in)
-            r0 += nb
-        for j in range(n_out):
-            grad_b_out[j] = <floating>sums[j]
-    free(sums); free(WT)
+        failed = _backprop(N, n_in, n_out, d, Ap, &W[0, 0] if n_in > 0 and n_out > 0 else NULL,
+                           gW, gb, D, dp, kind)
+    if failed:
+        raise MemoryError()
+
+
+def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, int kind,
+                  double learning_rate, grad_W_out, grad_b_out, work_delta):
+    """One gradient-descent step by backpropagation (MATH.md §7) from the last forward:
+    P = softmax(G) - Y at the logits, A[i] the activations of hidden layer i (X feeds
+    layer 0).  With delta = P / N at the logits, for each layer i from the top:
+    grad_W_out[i] := A[i-1]^T delta, grad_b_out[i] := column sums of delta, the next
+    delta := (delta W[i]^T) * sigma'(Z[i-1]) from A[i-1] for activation `kind`, then
+    W[i] -= learning_rate grad_W_out[i] and b[i] -= learning_rate grad_b_out[i], in
+    place.  work_delta: two 1-d arrays of at least N x (widest layer output) entries
+    that hold the deltas.  One call for all layers: validated once, run without the GIL."""
+    cdef Py_ssize_t N = P.shape[0], L = len(W), i, t, n_in, n_out, widest = P.shape[1]
+    cdef floating[:, ::1] Wi, gWi
+    cdef floating[::1] bi, gbi, buf0, buf1
+    cdef const floating[:, ::1] Ai
+    if L < 1 or len(b) != L or len(grad_W_out) != L or len(grad_b_out) != L \
+            or len(A) != L - 1:
+        raise ValueError("W, b, grad_W_out, grad_b_out need one entry per layer and A one "
+                         "per hidden layer")
+    if len(work_delta) != 2:
+        raise ValueError("work_delta holds two buffers")
+    if L > 1 and not 0 <= kind <= 3:
+        raise ValueError("unknown activation kind")
+    if N == 0 or X.shape[0] != N or X.shape[1] == 0:
+        raise ValueError("X and P need the same, non-zero number of rows and X a column")
+    cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef const floating **Ap = <const floating **>malloc(L * sizeof(floating *))
+    cdef floating **Wp = <floating **>malloc(L * sizeof(floating *))
+    cdef floating **bp = <floating **>malloc(L * sizeof(floating *))
+    cdef floating **gWp = <floating **>malloc(L * sizeof(floating *))
+    cdef floating **gbp = <floating **>malloc(L * sizeof(floating *))
+    cdef floating *delta
+    cdef floating *nxt
+    cdef const floating *Pp = &P[0, 0] if P.shape[1] > 0 else NULL
+    cdef floating lr = <floating>learning_rate, scale = <floating>(1.0 / N)
+    cdef int failed = 0
+    try:
+        if not (size and Ap and Wp and bp and gWp and gbp):
+            raise MemoryError()
+        size[0] = X.shape[1]
+        Ap[0] = &X[0, 0]
+        for i in range(L):
+            Wi, bi, gWi, gbi = W[i], b[i], grad_W_out[i], grad_b_out[i]
+            n_in, n_out = size[i], Wi.shape[1]
+            if Wi.shape[0] != n_in or n_out == 0 or bi.shape[0] != n_out \
+                    or gWi.shape[0] != n_in or gWi.shape[1] != n_out or gbi.shape[0] != n_out:
+                raise ValueError(f"layer {i}: W, b and their gradients do not match "
+                                 f"{n_in} inputs")
+            size[i + 1] = n_out
+            Wp[i], bp[i], gWp[i], gbp[i] = &Wi[0, 0], &bi[0], &gWi[0, 0], &gbi[0]
+            if i < L - 1:
+                Ai = A[i]
+                if Ai.shape[0] != N or Ai.shape[1] != n_out:
+                    raise ValueError(f"A[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
+                                     f"expected {(N, n_out)}")
+                Ap[i + 1] = &Ai[0, 0]
+                widest = n_out if n_out > widest else widest
+        if size[L] != P.shape[1]:
+            raise ValueError("P does not match the output layer")
+        buf0, buf1 = work_delta[0], work_delta[1]
+        if buf0.shape[0] < N * widest or buf1.shape[0] < N * widest:
+            raise ValueError(f"work_delta buffers need {N * widest} entries")
+        with nogil:
+            delta = &buf0[0]
+            for t in range(N * size[L]):         # the logits' delta, P / N
+                delta[t] = Pp[t] * scale
+            for i in range(L - 1, -1, -1):
+                nxt = NULL if i == 0 else (&buf1[0] if (L - i) % 2 else &buf0[0])
+                failed = _backprop(N, size[i], size[i + 1], delta, Ap[i], Wp[i], gWp[i],
+                                   gbp[i], <floating *>NULL, nxt, kind)
+                if failed:
+                    break
+                for t in range(size[i] * size[i + 1]):   # W[i] -= lr grad_W, after its use
+                    Wp[i][t] -= lr * gWp[i][t]
+                for t in range(size[i + 1]):
+                    bp[i][t] -= lr * gbp[i][t]
+                delta = nxt
+        if failed:
+            raise MemoryError()
+    finally:
+        free(size); free(Ap); free(Wp); free(bp); free(gWp); free(gbp)
 
 
 def squared_norm(const floating[::1] x):
@@ -892,6 +1076,36 @@ def _tn_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, 
     if M == 0 or k == 0 or n == 0:
         return
     tn_gemm_acc(M, k, n, &A[0, 0], k, &B[0, 0], n, &C[0, 0], n, vb)
+
+
+def _backprop_product(const floating[:, ::1] A, const floating[:, ::1] delta,
+                      const floating[:, ::1] W, const floating[:, ::1] S, int deriv,
+                      floating[:, ::1] gW, double[::1] gb, floating[:, ::1] Dp, int vb):
+    """The fused backpropagation kernel with variant vb: gW := A^T delta, gb := column sums
+    of delta, Dp := (delta W^T) * sigma' from S per deriv (1 tanh, 2 sigmoid, 3 relu,
+    4 S itself, 0 none; Dp, S may be None).  Returns False when the kernel does not take
+    the shape."""
+    cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = delta.shape[1]
+    _check(delta, (M, n), "delta"); _check(W, (k, n), "W"); _check(gW, (k, n), "gW")
+    _check(gb, (n,), "gb")
+    if Dp is not None:
+        _check(Dp, (M, k), "Dp")
+    if S is not None:
+        _check(S, (M, k), "S")
+    elif deriv:
+        raise ValueError("deriv needs S")
+    if not 0 <= deriv <= 4:
+        raise ValueError("deriv is 0..4")
+    if M == 0 or k == 0 or n == 0:
+        return False
+    cdef floating *dp = &Dp[0, 0] if Dp is not None else NULL
+    cdef const floating *sp = &S[0, 0] if S is not None else NULL
+    if floating is double:
+        return lysep_backprop_d(vb, M, k, n, &A[0, 0], &delta[0, 0], &W[0, 0], sp, deriv,
+                                &gW[0, 0], &gb[0], dp) == 0
+    else:
+        return lysep_backprop_f(vb, M, k, n, &A[0, 0], &delta[0, 0], &W[0, 0], sp, deriv,
+                                &gW[0, 0], &gb[0], dp) == 0
 
 
 def _gather_product(const floating[:, ::1] A, const floating[:, ::1] B, double alpha,

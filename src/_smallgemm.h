@@ -17,6 +17,10 @@
  *   lysep_trial_rows_{d,f}(vb, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs)
  *       the trial rows of a Z step (see _smallgemm_type.h), any n
  *   lysep_gram_acc_{d,f}(vb, M, n, A, lda, C, ldc)    upper triangle of C += A^T A
+ *   lysep_backprop_{d,f}(vb, M, k, n, A, delta, W, S, deriv, gW, gb, Dp)
+ *       one backpropagation layer: gW = A^T delta, gb = column sums of delta, and
+ *       Dp = (delta W^T) * sigma' with the derivative applied in the store (see
+ *       _smallgemm_type.h); all arrays with contiguous rows
  *   lysep_ssq_d(vb, n, x)                             sum of squares of a double array
  *
  * The products return 0 when done and 1 when n is wider than the kernel handles
@@ -111,6 +115,14 @@ static int lysep_trial_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const ptrdiff_t 
                                const float *g, float *Z_out, float *R_out, float *Zc,
                                double *rs)
 { LYSEP_SG_DISPATCH(trial_rows_f, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs); }
+static int lysep_backprop_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
+                            const double *delta, const double *W, const double *S, int deriv,
+                            double *gW, double *gb, double *Dp)
+{ LYSEP_SG_DISPATCH(backprop_d, M, k, n, A, delta, W, S, deriv, gW, gb, Dp); }
+static int lysep_backprop_f(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const float *A,
+                            const float *delta, const float *W, const float *S, int deriv,
+                            float *gW, double *gb, float *Dp)
+{ LYSEP_SG_DISPATCH(backprop_f, M, k, n, A, delta, W, S, deriv, gW, gb, Dp); }
 static int lysep_gram_acc_d(int vb, ptrdiff_t M, ptrdiff_t n, const double *A, ptrdiff_t lda,
                             double *C, ptrdiff_t ldc)
 { LYSEP_SG_DISPATCH(gram_acc_d, M, n, A, lda, C, ldc); }

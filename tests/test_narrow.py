@@ -310,3 +310,137 @@ def test_gram_upper_triangle(vb, M, n, dtype):
     _fnn_blocks._gram_upper(A, C, vb)
     upper = np.triu_indices(n)
     close(C[upper], expect[upper], dtype, scale=M * 4.0)
+
+
+# the fused backpropagation kernel (gW, gb and the next delta in one pass over row chunks)
+def _derivative(S, deriv):
+    S = S.astype(np.float64)
+    return {0: np.ones_like(S), 1: 1 - S * S, 2: S * (1 - S), 3: (S > 0) * 1.0, 4: S}[deriv]
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("M,k,n", [(1, 1, 1), (3, 7, 2), (4, 20, 20), (130, 20, 20),
+                                   (57, 9, 17), (1000, 20, 20), (203, 33, 5), (66, 2, 32),
+                                   (45, 16, 8)])
+@pytest.mark.parametrize("deriv", [0, 1, 2, 3, 4, None], ids=lambda d: f"deriv{d}")
+def test_backprop_kernel_matches_numpy(vb, M, k, n, deriv, dtype):
+    """deriv None: only the gradients (no next delta)."""
+    A = np.tanh(rng.normal(size=(M, k))).astype(dtype)
+    delta = rng.normal(size=(M, n)).astype(dtype)
+    W = rng.normal(size=(k, n)).astype(dtype)
+    S = rng.normal(size=(M, k)).astype(dtype) if deriv == 3 else A
+    gW, gb = np.full((k, n), np.nan, dtype), np.full(n, np.nan)
+    Dp = np.full((M, k), np.nan, dtype) if deriv is not None else None
+    width = 4 * vb // np.dtype(dtype).itemsize
+    taken = _fnn_blocks._backprop_product(A, delta, W, S if deriv else None, deriv or 0,
+                                          gW, gb, Dp, vb)
+    assert taken == (n <= width and (deriv is None or k <= width))
+    if not taken:
+        return
+    A64, d64 = A.astype(np.float64), delta.astype(np.float64)
+    close(gW, A64.T @ d64, dtype, scale=M * 1.0)
+    close(gb, d64.sum(axis=0), dtype, scale=M * 1.0)
+    if deriv is not None:
+        close(Dp, (d64 @ W.T.astype(np.float64)) * _derivative(S, deriv), dtype, scale=n * 4.0)
+
+
+def _network(dtype, N, sizes, seed):
+    r = np.random.default_rng(seed)
+    X = r.normal(size=(N, sizes[0])).astype(dtype)
+    W = [(r.normal(size=(a, c)) / np.sqrt(a)).astype(dtype) for a, c in zip(sizes, sizes[1:])]
+    b = [r.normal(size=c).astype(dtype) * 0.1 for c in sizes[1:]]
+    return X, W, b
+
+
+@pytest.mark.parametrize("sizes", [(2, 20, 20, 20, 2), (3, 40, 7, 33, 20, 4), (5, 3)],
+                         ids=["narrow", "mixed", "no_hidden"])
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_backprop_step_matches_reference(sizes, name, dtype):
+    """The whole backward pass and update in one call, against the reference (which runs
+    backprop_layer and the NumPy update layer by layer); narrow and wide (BLAS) layers."""
+    N, kind = 300, ACTIVATION_CODES[name]
+    X, W0, b0 = _network(dtype, N, sizes, seed=5)
+    A = [np.tanh(rng.normal(size=(N, c))).astype(dtype) for c in sizes[1:-1]]
+    if name == "relu":
+        A = [np.maximum(a, 0) for a in A]
+    P = rng.normal(size=(N, sizes[-1])).astype(dtype)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        W, b = [w.copy() for w in W0], [v.copy() for v in b0]
+        gW, gb = [np.empty_like(w) for w in W], [np.empty_like(v) for v in b]
+        work = [np.full(N * max(sizes[1:]), np.nan, dtype) for _ in range(2)]
+        backend.backprop_step(P, X, A, W, b, kind, 0.7, gW, gb, work)
+        out.append(W + b + gW + gb)
+    for c, r in zip(*out):
+        assert c.dtype == dtype
+        close(c, r, dtype, scale=N * 1.0)
+
+
+def test_backprop_step_is_deterministic():
+    X, W0, b0 = _network(np.float64, 500, (2, 20, 20, 3), seed=9)
+    A = [np.tanh(rng.normal(size=(500, 20))) for _ in range(2)]
+    P = rng.normal(size=(500, 3))
+    res = []
+    for _ in range(2):
+        W, b = [w.copy() for w in W0], [v.copy() for v in b0]
+        gW, gb = [np.empty_like(w) for w in W], [np.empty_like(v) for v in b]
+        _fnn_blocks.backprop_step(P, X, A, W, b, 0, 0.1, gW, gb,
+                                  [np.empty(500 * 20) for _ in range(2)])
+        res.append(W + b)
+    for a, c in zip(*res):
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("bad", ["short_A", "W_shape", "work", "kind", "dtype"])
+def test_backprop_step_validates_before_running(bad):
+    X, W, b = _network(np.float64, 50, (2, 6, 3), seed=1)
+    A, P = [np.tanh(rng.normal(size=(50, 6)))], rng.normal(size=(50, 3))
+    gW, gb = [np.empty_like(w) for w in W], [np.empty_like(v) for v in b]
+    work, kind = [np.empty(50 * 6) for _ in range(2)], 0
+    if bad == "short_A":
+        A = []
+    elif bad == "W_shape":
+        W = [W[0], np.ones((5, 3))]
+    elif bad == "work":
+        work = [np.empty(10), np.empty(10)]
+    elif bad == "kind":
+        kind = 7
+    else:
+        W = [W[0].astype(np.float32), W[1]]
+    before = [w.copy() for w in W] + [v.copy() for v in b]
+    with pytest.raises(ValueError):
+        _fnn_blocks.backprop_step(P, X, A, W, b, kind, 0.1, gW, gb, work)
+    for x, y0 in zip(W + b, before):
+        np.testing.assert_array_equal(x, y0)
+
+
+@pytest.mark.parametrize("sizes", [(2, 20, 20, 20, 2), (3, 40, 7, 33, 20, 4), (5, 3)],
+                         ids=["narrow", "mixed", "no_hidden"])
+@pytest.mark.parametrize("name", list(ACTIVATION_CODES))
+def test_network_forward_matches_reference(sizes, name, dtype):
+    N, kind = 700, ACTIVATION_CODES[name]
+    X, W, b = _network(dtype, N, sizes, seed=6)
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        A = [np.full((N, c), np.nan, dtype) for c in sizes[1:-1]]
+        G = np.full((N, sizes[-1]), np.nan, dtype)
+        backend.network_forward(X, W, b, kind, A, G)
+        out.append(A + [G])
+    for c, r in zip(*out):
+        close(c, r, dtype, scale=max(sizes) * 1.0)
+
+
+@pytest.mark.parametrize("bad", ["short_A", "A_shape", "G_shape", "b_shape"])
+def test_network_forward_validates(bad):
+    X, W, b = _network(np.float64, 30, (2, 6, 3), seed=2)
+    A, G = [np.empty((30, 6))], np.empty((30, 3))
+    if bad == "short_A":
+        A = []
+    elif bad == "A_shape":
+        A = [np.empty((30, 5))]
+    elif bad == "G_shape":
+        G = np.empty((30, 2))
+    else:
+        b = [b[0], np.ones(4)]
+    with pytest.raises(ValueError):
+        _fnn_blocks.network_forward(X, W, b, 0, A, G)
