@@ -104,25 +104,38 @@ def test_backprop_without_derivative_source_is_refused():
                                    None, np.empty((10, 3)))
 
 
-@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
-@pytest.mark.parametrize("n,n2", [(20, 20), (7, 30), (40, 36), (120, 300)])
-def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dtype):
-    """Rows far beyond one block, so the per-sample search runs block by block."""
-    N = 700
+def _z_hidden_problem(N, n, n2, dtype):
+    """Z, A = tanh(Z), R, R_next and W_next of a z_hidden_step call."""
     Z = rng.normal(size=(N, n)).astype(dtype)
     A = np.tanh(Z).astype(dtype)
     R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
     Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
     W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    return Z, A, R, Rn, W
+
+
+def _run_z_hidden(backend, Z, A, R, Rn, W, per_sample, work_rows):
+    """One z_hidden_step with fresh outputs and work arrays of `work_rows` rows; returns
+    (its result, the outputs, the step memory)."""
+    (N, n), n2, dtype = Z.shape, W.shape[1], Z.dtype
+    eta = np.ones(N if per_sample else 1)
+    outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
+    work = [np.zeros((work_rows, n), dtype), np.zeros((work_rows, n), dtype),
+            np.zeros((work_rows, n2), dtype), np.zeros((work_rows, n2), dtype)]
+    r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
+                              2.0, 1e4, *outs, *work)
+    return r, outs, eta
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+@pytest.mark.parametrize("n,n2", [(20, 20), (7, 30), (40, 36), (120, 300)])
+def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dtype):
+    """Rows far beyond one block, so the per-sample search runs block by block."""
+    N = 700
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
     res = []
     for backend in (_fnn_blocks, _reference):
-        eta = np.ones(N if per_sample else 1)
-        outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
-        work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
-                np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
-        r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
-                                  2.0, 1e4, *outs, *work)
-        res.append((r, outs, eta))
+        res.append(_run_z_hidden(backend, Z, A, R, Rn, W, per_sample, N))
     (rc, oc, ec), (rr, orf, er) = res
     close(rc[:2], rr[:2], dtype, scale=rr[0])
     assert rc[2:] == rr[2:]
@@ -172,22 +185,12 @@ def test_z_hidden_step_with_block_sized_work_arrays(per_sample, dtype):
     """Work arrays of z_hidden_work_rows rows give the result of N-row ones, bit for bit;
     fewer rows are refused before the kernel runs."""
     N, n, n2 = 900, 300, 200
-    Z = rng.normal(size=(N, n)).astype(dtype)
-    A = np.tanh(Z).astype(dtype)
-    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
-    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
-    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
     rows = _fnn_blocks.z_hidden_work_rows(N, n, n2, np.dtype(dtype).itemsize, not per_sample)
     assert rows < N if per_sample else rows == N
     res = []
     for M in (rows, N):
-        eta = np.ones(N if per_sample else 1)
-        outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
-        work = [np.zeros((M, n), dtype), np.zeros((M, n), dtype),
-                np.zeros((M, n2), dtype), np.zeros((M, n2), dtype)]
-        r = _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
-                                      2.0, 1e4, *outs, *work)
-        res.append((r, outs, eta))
+        res.append(_run_z_hidden(_fnn_blocks, Z, A, R, Rn, W, per_sample, M))
     assert res[0][0] == res[1][0]
     for a, c in zip(res[0][1] + [res[0][2]], res[1][1] + [res[1][2]]):
         np.testing.assert_array_equal(a, c)
@@ -211,11 +214,7 @@ def test_z_steps_without_candidate_activations(backend, per_sample, dtype):
     """A_out=None (the sweep recomputes A from Z): every other output is the same, bit
     for bit, as when the candidate's activations are written."""
     N, n, n2, K = 700, 300, 40, 3
-    Z = rng.normal(size=(N, n)).astype(dtype)
-    A = np.tanh(Z).astype(dtype)
-    R = (0.3 * rng.normal(size=(N, n))).astype(dtype)
-    Rn = (0.3 * rng.normal(size=(N, n2))).astype(dtype)
-    W = (rng.normal(size=(n, n2)) / np.sqrt(n)).astype(dtype)
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
     Wk = (rng.normal(size=(n, K)) / np.sqrt(n)).astype(dtype)
     bk = rng.normal(size=K).astype(dtype)
     y = rng.integers(0, K, N).astype(np.int64)
