@@ -250,7 +250,6 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         # at 14 and 19 hidden layers of 20, floors 3e-4 and 6 at J = 0.7)
         _warn_rounding(state, 1e-6, "LySep will stall", stacklevel=5)
         return state
-        return state
 
     def _train(self, backend, X, y, weights, biases, continuing, validation=None):
         state = self._make_state(backend, X, y, weights, biases, continuing)

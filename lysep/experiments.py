@@ -526,12 +526,14 @@ def tune_learning_rate(grid, out, n_jobs):
              for t, a in grid.cells]
     tasks = [(s, out / "tuning" / f"{s.name(tuning=True)}.json") for s, _ in tasks]
     records = run_all(tasks, n_jobs, desc=f"{grid.experiment}: GD rate tuning")
+    # (training CE, diverged) of every tuning run after n iterations, per budget n
+    at = {n: [(train_ce_at(records[path], n), diverged(records[path], n)) for _, path in tasks]
+          for n in grid.gd_budgets}
     budgets = {}
     for n in grid.gd_budgets:
         results = {lr: [] for lr in grid.learning_rates}
-        for spec, path in tasks:
-            r = records[path]
-            results[spec.learning_rate].append((train_ce_at(r, n), diverged(r, n)))
+        for (spec, _), ce_div in zip(tasks, at[n]):
+            results[spec.learning_rate].append(ce_div)
         budgets[str(n)] = {
             "chosen": choose_learning_rate(results),
             "mean_train_ce": {f"{lr:g}": (float(np.mean([c for c, _ in runs])) if runs
@@ -539,10 +541,11 @@ def tune_learning_rate(grid, out, n_jobs):
             "any_diverged": {f"{lr:g}": any(d for _, d in runs)
                              for lr, runs in results.items()}}
     cells = [{"learning_rate": spec.learning_rate, "time": spec.time, "arch": spec.arch,
-              "train_ce": {str(n): train_ce_at(records[path], n) for n in grid.gd_budgets},
+              "train_ce": {str(n): at[n][k][0] for n in grid.gd_budgets},
               "train_accuracy": records[path]["train_accuracy"],
-              "diverged": {str(n): diverged(records[path], n) for n in grid.gd_budgets},
-              "wall_time_s": records[path]["wall_time_s"]} for spec, path in tasks]
+              "diverged": {str(n): at[n][k][1] for n in grid.gd_budgets},
+              "wall_time_s": records[path]["wall_time_s"]}
+             for k, (spec, path) in enumerate(tasks)]
     longest = budgets[str(grid.gd_iter)]
     return {
         "seed": seed, "rates": list(grid.learning_rates), "n_iter": grid.gd_iter,
@@ -631,34 +634,37 @@ def table_markdown(rows, grid_info=None):
 def comparison_lines(rows):
     """Per cell: LySep's mean final training CE against GD's at every GD budget (the
     claim of MATH.md §8: LySep's is lower), as Markdown table lines."""
-    cells = {}
+    lysep, gd = {}, {}
     for r in rows:
-        cells.setdefault((r["time"], r["depth"], r["width"]), {})[(r["solver"], r["max_iter"])] = r
-    budgets = sorted({n for c in cells.values() for s, n in c if s == "gd"})
-    lysep = [c for c in cells.values() if any(s == "lysep" for s, _ in c)]
+        cell = (r["time"], r["depth"], r["width"])
+        if r["solver"] == "lysep":
+            lysep[cell] = r
+        else:
+            gd[cell, r["max_iter"]] = r
+    budgets = sorted({n for _, n in gd})
     if not budgets or not lysep:
         return []
-    interface = rows[0]["experiment"] == "interface"
+    experiment = rows[0]["experiment"]
+    interface = experiment == "interface"
     head = (["Time"] if interface else []) + ["Architecture"] + [
-        f"LySep CE ÷ CE-FNN CE ({n} its)" for n in budgets]
+        f"LySep CE ÷ {_model_name(experiment, 'gd')} CE ({n} its)" for n in budgets]
     lines = ["", "LySep's mean final training CE against gradient descent's, per cell "
              "(below 1: LySep lower):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins = dict.fromkeys(budgets, 0)
-    for (t, depth, width), c in sorted(cells.items(), key=lambda kv: (kv[0][0] or -1, *kv[0][1:])):
-        ly = next(r for (s, _), r in c.items() if s == "lysep")
+    for cell in sorted(lysep, key=lambda c: (-1.0 if c[0] is None else c[0], *c[1:])):
+        t, depth, width = cell
         out = ([f"{t:g}"] if interface else []) + [f"{depth} × {width}"]
         for n in budgets:
-            gd = c.get(("gd", n))
-            if gd is None:
+            if (cell, n) not in gd:
                 out.append("–")
                 continue
-            ratio = ly["train_ce_mean"] / gd["train_ce_mean"]
+            ratio = lysep[cell]["train_ce_mean"] / gd[cell, n]["train_ce_mean"]
             wins[n] += ratio < 1
             out.append(f"{ratio:.3g}")
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "LySep lower in " + "; ".join(
-        f"{wins[n]} of {len(cells)} cells against {n} GD iterations" for n in budgets) + "."]
+        f"{wins[n]} of {len(lysep)} cells against {n} GD iterations" for n in budgets) + "."]
     return lines
 
 
@@ -677,6 +683,8 @@ def _table_header(rows, grid_info):
     def budget(solver):
         return sorted({r["max_iter"] for r in rows if r["solver"] == solver})
     rates = {r["max_iter"]: r["learning_rate"] for r in rows if r["solver"] == "gd"}
+    equal = (" (the first: LySep's iteration budget, MATH.md §7)"
+             if len(rates) > 1 and min(rates) in budget("lysep") else "")
     lrs = ", ".join(f"{rates[n]:g} for {n}" for n in sorted(rates))
     tuning = (grid_info or {}).get("tuning")
     how = ""
@@ -691,8 +699,7 @@ def _table_header(rows, grid_info):
     return (f"LySep-FNN: {'/'.join(map(str, budget('lysep')))} sweeps of Algorithm 1, "
             f"penalty scale s = {grid.get('penalty_scale', 0.01):g}. CE-FNN: "
             f"{' and '.join(map(str, budget('gd')))} iterations of full-batch gradient "
-            f"descent (the first: LySep's iteration budget, MATH.md §7), learning rate {lrs}"
-            f"{how}. "
+            f"descent{equal}, learning rate {lrs}{how}. "
             f"{data}tanh, default initialisation (uniform ±1/√fan_in), float64. "
             "Std over seeds with ddof = 1; the seed changes only the initialisation; "
             "\"blew up\": runs whose final training CE is non-finite or above their initial "
@@ -870,7 +877,7 @@ def plot_label_maps(records, out, plt):
     for t, by_arch in _groups(records).items():
         exp = records[0]["config"]["experiment"]
         archs = sorted(by_arch)
-        n_models = max(len(models) for models in by_arch.values())
+        n_models = max(2, *(len(models) for models in by_arch.values()))
         fig, axes = plt.subplots(n_models, len(archs) + 1,
                                  figsize=(2.6 * (len(archs) + 1), 2.7 * n_models), squeeze=False)
         _map_panel(axes[0, 0], _true_map(exp, t), cmap, "true labels", exp, t)
