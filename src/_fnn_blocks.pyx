@@ -428,16 +428,18 @@ def _make_search(Py_ssize_t N, double[::1] eta, double lipschitz, double shrink,
 cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
                             bint shared) noexcept nogil:
     """Rows per block of a Z step.  A per-sample search decides each row alone, so rows
-    can be processed a block at a time with the element-wise work in cache: a few KB
-    per array when both products of the block (by W and by W^T) fit the narrow kernels,
-    about 256 KB per array and at least 256 rows for wider layers (fewer rows made
-    BLAS repack W too often: 0.55 instead of 0.61 of the DGEMM rate at 4x512).  A shared
-    step couples all rows: one block of N rows."""
+    can be processed a block at a time with the element-wise work in cache: about 64 KB
+    per array when both products of the block (by W and by W^T) fit the narrow kernels
+    (a block's work arrays stay in L2; 4 KB blocks ran the search's per-round
+    bookkeeping for 120 blocks of 25 rows per layer at N = 3000, and the Z blocks of the
+    19x20 sweep took 19% longer), about 256 KB per array and at least 256 rows for
+    wider layers (fewer rows made BLAS repack W too often: 0.55 instead of 0.61 of the
+    DGEMM rate at 4x512).  A shared step couples all rows: one block of N rows."""
     cdef Py_ssize_t rows, width = n if n > n2 else n2
     if shared:
         return N
     if narrow(n, itemsize) and narrow(n2, itemsize):
-        rows = 4096 // <Py_ssize_t>(width * itemsize)
+        rows = 65536 // <Py_ssize_t>(width * itemsize)
         rows = 8 if rows < 8 else rows
     else:
         rows = 262144 // <Py_ssize_t>(width * itemsize)
