@@ -186,14 +186,15 @@ def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, s
     return float(ce_new.sum()), _ssq(R_out), int(failed.size), n_trials
 
 
-def z_hidden_step(Z, A, R, R_next, W_next, kind, omega, omega_next, eta, lipschitz,
-                  max_backtracks, shrink, armijo, grow, eta_max, Z_out, A_out, R_out,
+def z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_next, eta,
+                  lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out, A_out, R_out,
                   R_next_out, work_D, work_grad, work_Zb, work_Rc):
     """Backtracking step on a hidden Z: rows f_i = omega ||r_i||^2 + omega_next ||rn_i||^2,
-    rn = zb - sigma(z) W_next with zb = R_next + A W_next fixed (paper's (3.12))."""
+    rn = zb - sigma(z) W_next with zb = Z_next - b_next fixed (paper's (3.12));
+    R_next = zb - A W_next."""
     dt = Z.dtype.type
     D = derivative_from_value(A, kind)
-    Zb = R_next + A @ W_next
+    Zb = Z_next - b_next
     f0 = omega * _row_ssq(R) + omega_next * _row_ssq(R_next)
     g = dt(2 * omega) * R - dt(2 * omega_next) * (D * (R_next @ W_next.T))
     trial = {}

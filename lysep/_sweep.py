@@ -443,7 +443,8 @@ class LySepState:
         rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
                                     self.eta_z[j].shape[0] == 1)
         r_j, r_i, n_failed, n_trials = k.z_hidden_step(
-            self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.kind, om[j], om[i],
+            self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.Z[i], self.b[i],
+            self.kind, om[j], om[i],
             self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
             sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j], self.R2[i],
             self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("Zb", (rows, n2)),

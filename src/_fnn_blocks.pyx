@@ -613,7 +613,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
 
 cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, int kind,
                         const floating *Z, const floating *A, const floating *R,
-                        const floating *R_next, const floating *W, const floating *WT,
+                        const floating *R_next, const floating *Z_next, const floating *b_next,
+                        const floating *W, const floating *WT,
                         double omega, double omega_next, int max_backtracks, double *eta,
                         floating *Z_out, floating *A_out, floating *R_out,
                         floating *R_next_out, floating *Ac, floating *g, floating *Zb,
@@ -635,8 +636,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
     cdef double *rns_t = sq + 3 * nb
     s.N = nb
     act_derivative_from_value(kind, nb * n, A, Ac)
-    # zb = R_next + W_next sigma(Z): the fixed target of the next layer
-    rows_gemm(nb, n, n2, A, n, W, n2, <floating>1, R_next, n2, <floating *>NULL, Zb, n2)
+    # zb = Z_next - b_next (= R_next + sigma(Z) W_next): the fixed target of the next layer
+    _rows_minus_vector(nb, n2, Z_next, b_next, Zb)
     for i in range(nb):
         rs[i] = _ssq(n, R + i * n)
         rns[i] = _ssq(n2, R_next + i * n2)
@@ -696,7 +697,7 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
 
 def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
                   const floating[:, ::1] R_next, const floating[:, ::1] W_next,
-                  int kind, double omega, double omega_next, double[::1] eta, double lipschitz,
+                  const floating[:, ::1] Z_next, const floating[::1] b_next, int kind, double omega, double omega_next, double[::1] eta, double lipschitz,
                   int max_backtracks, double shrink, double armijo, double grow, double eta_max,
                   floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
                   floating[:, ::1] R_next_out, floating[:, ::1] work_D,
@@ -704,7 +705,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     """Backtracking gradient step on a hidden pre-activation Z_{l-1} (MATH.md §4 step 3).
 
     Row objective f_i(z) = omega ||r_i||^2 + omega_next ||zb_i - W_next sigma(z)||^2, where
-    r = z - t moves with z and zb = Z_l - b_l is fixed; gradient (paper's (3.12), times N)
+    r = z - t moves with z and zb = Z_next - b_next is fixed (the next layer's residual
+    is R_next = zb - W_next A: the caller passes both, so the target costs a
+    subtraction, not a product); gradient (paper's (3.12), times N)
     2 omega r - 2 omega_next sigma'(z) * (W_next^T r_next).
     With per-sample steps (eta of length N) the rows are processed in blocks that stay
     in cache and the work arrays need hold only a block (z_hidden_work_rows(N, n, n2,
@@ -722,9 +725,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         _check(arr, (N, n), name)
     if A_out is not None:
         _check(A_out, (N, n), "A_out")
-    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out")):
+    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out"), (Z_next, "Z_next")):
         _check(arr, (N, n2), name)
-    _check(W_next, (n, n2), "W_next")
+    _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
@@ -750,7 +753,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         while r0 < N:
             nb = block if r0 + block <= N else N - r0
             t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
-                               &R_next[r0, 0], &W_next[0, 0], WT, omega, omega_next,
+                               &R_next[r0, 0], &Z_next[r0, 0], &b_next[0], &W_next[0, 0],
+                               WT, omega, omega_next,
                                max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
                                Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
                                &R_next_out[r0, 0],

@@ -60,6 +60,14 @@ def true_loss(X, y, W, b, name):
     return cross_entropy(prev @ W[-1].astype(np.float64) + b[-1], y)
 
 
+def next_layer(A, R_next, W_next, b_next=None):
+    """Z_next and b_next of a z_hidden_step call, consistent with its residual:
+    R_next = Z_next - A W_next - b_next (float64 sums, rounded to A's dtype)."""
+    b = np.zeros(W_next.shape[1]) if b_next is None else b_next.astype(np.float64)
+    Z = R_next.astype(np.float64) + A.astype(np.float64) @ W_next.astype(np.float64) + b
+    return Z.astype(A.dtype), b.astype(A.dtype)
+
+
 def central_difference(f, x, idx, h=1e-6):
     """(f(x + h e_idx) - f(x - h e_idx)) / 2h, perturbing the array x in place."""
     old = x[idx]

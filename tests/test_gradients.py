@@ -74,7 +74,8 @@ def test_hidden_block_gradient(name, j):
     Z, om = st.Z[j], st.omegas()
     grad = np.empty_like(Z)
     n2 = st.Z[i].shape[1]
-    _fnn_blocks.z_hidden_step(Z, st.A[j], st.R[j], st.R[i], st.W[i], ACTIVATION_CODES[name],
+    _fnn_blocks.z_hidden_step(Z, st.A[j], st.R[j], st.R[i], st.W[i], st.Z[i], st.b[i],
+                              ACTIVATION_CODES[name],
                               om[j], om[i], np.ones(N), 1.0, 0, 0.5, 1e-4, 2.0, 1e4,
                               np.empty_like(Z), np.empty_like(Z), np.empty_like(Z),
                               np.empty((N, n2)), np.empty_like(Z), grad, np.empty((N, n2)),

@@ -7,7 +7,7 @@ from lysep._activation import activation
 from lysep._activations import ACTIVATION_CODES
 from lysep._softmax import softmax_ce
 
-from conftest import RTOL
+from conftest import RTOL, next_layer
 
 rng = np.random.default_rng(42)
 
@@ -96,8 +96,9 @@ def _run_z_hidden(backend, d, eta, dtype):
     outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
     work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
             np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
-    res = backend.z_hidden_step(d["Z"], A, d["R"], d["Rn"], d["W"], 0, 0.7, 0.4, eta, 3.0,
-                                30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+    res = backend.z_hidden_step(d["Z"], A, d["R"], d["Rn"], d["W"],
+                                *next_layer(A, d["Rn"], d["W"], d["b"]), 0, 0.7, 0.4, eta,
+                                3.0, 30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
     return res, outs, eta
 
 

@@ -7,7 +7,7 @@ import pytest
 from lysep import _fnn_blocks, _reference
 from lysep._activations import ACTIVATION_CODES
 
-from conftest import RTOL
+from conftest import RTOL, next_layer
 
 rng = np.random.default_rng(7)
 WIDTHS = _fnn_blocks._simd_widths()
@@ -122,8 +122,8 @@ def _run_z_hidden(backend, Z, A, R, Rn, W, per_sample, work_rows):
     outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
     work = [np.zeros((work_rows, n), dtype), np.zeros((work_rows, n), dtype),
             np.zeros((work_rows, n2), dtype), np.zeros((work_rows, n2), dtype)]
-    r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
-                              2.0, 1e4, *outs, *work)
+    r = backend.z_hidden_step(Z, A, R, Rn, W, *next_layer(A, Rn, W), 0, 0.7, 0.4, eta, 3.0,
+                              30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
     return r, outs, eta
 
 
@@ -200,8 +200,8 @@ def test_z_hidden_step_with_block_sized_work_arrays(per_sample, dtype):
     small = [np.zeros((rows - 1, n), dtype), np.zeros((rows, n), dtype),
              np.zeros((rows, n2), dtype), np.zeros((rows, n2), dtype)]
     with pytest.raises(ValueError, match="work_D"):
-        _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5, 1e-4,
-                                  2.0, 1e4, *outs, *small)
+        _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, *next_layer(A, Rn, W), 0, 0.7, 0.4, eta,
+                                  3.0, 30, 0.5, 1e-4, 2.0, 1e4, *outs, *small)
     with pytest.raises(ValueError, match="work_P"):
         _fnn_blocks.z_last_step(Z, A, R, W[:, :3].copy(), np.zeros(3, dtype),
                                 np.zeros(N, np.int64), 0, 0.7, eta, 3.0, 30, 0.5, 1e-4, 2.0,
@@ -232,8 +232,9 @@ def test_z_steps_without_candidate_activations(backend, per_sample, dtype):
             else:
                 work = [np.zeros((N, n), dtype), np.zeros((N, n), dtype),
                         np.zeros((N, n2), dtype), np.zeros((N, n2), dtype)]
-                r = backend.z_hidden_step(Z, A, R, Rn, W, 0, 0.7, 0.4, eta, 3.0, 30, 0.5,
-                                          1e-4, 2.0, 1e4, Zo, Ao if keep else None, Ro, Rno,
+                r = backend.z_hidden_step(Z, A, R, Rn, W, *next_layer(A, Rn, W), 0, 0.7, 0.4,
+                                          eta, 3.0, 30, 0.5, 1e-4, 2.0, 1e4, Zo,
+                                          Ao if keep else None, Ro, Rno,
                                           *work)
             res.append((r, [Zo, Ro, Rno, eta], Ao))
         (r1, o1, A1), (r2, o2, A2) = res

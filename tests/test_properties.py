@@ -10,6 +10,7 @@ from hypothesis import strategies as st  # noqa: E402
 from lysep import _fnn_blocks, _reference  # noqa: E402
 from lysep._activation import activation  # noqa: E402
 from lysep._softmax import softmax_ce  # noqa: E402
+from conftest import next_layer  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 TOL = {np.float64: 1e-11, np.float32: 5e-5}
@@ -103,8 +104,10 @@ def test_z_hidden_step_invariants(p, per_sample, kind):
     outs = [np.empty_like(Z) for _ in range(3)] + [np.empty_like(Rn)]
     work = [np.empty_like(Z), np.empty_like(Z), np.empty_like(Rn), np.empty_like(Rn)]
     eta = np.ones(N if per_sample else 1)
-    r, rn, failed, trials = _fnn_blocks.z_hidden_step(Z, A, R, Rn, p["W"], kind, 0.7, 0.3, eta,
-                                                      4.0, 30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+    r, rn, failed, trials = _fnn_blocks.z_hidden_step(Z, A, R, Rn, p["W"],
+                                                      *next_layer(A, Rn, p["W"]), kind, 0.7,
+                                                      0.3, eta, 4.0, 30, 0.5, 1e-4, 2.0, 1e4,
+                                                      *outs, *work)
     Z_new, A_new, R_new, Rn_new = outs
     f0 = 0.7 * np.sum(R.astype(float) ** 2) + 0.3 * np.sum(Rn.astype(float) ** 2)
     assert 0.7 * r + 0.3 * rn <= f0 * (1 + 1e-6)                 # the block never rises
