@@ -191,7 +191,8 @@ def z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_ne
                   R_next_out, work_D, work_grad, work_Zb, work_Rc):
     """Backtracking step on a hidden Z: rows f_i = omega ||r_i||^2 + omega_next ||rn_i||^2,
     rn = zb - sigma(z) W_next with zb = Z_next - b_next fixed (paper's (3.12));
-    R_next = zb - A W_next."""
+    R_next = zb - A W_next.  The outputs are written even when no row moves (the
+    compiled kernel then leaves them: callers ignore them when n_failed == N)."""
     dt = Z.dtype.type
     D = derivative_from_value(A, kind)
     Zb = Z_next - b_next

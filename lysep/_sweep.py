@@ -452,6 +452,8 @@ class LySepState:
         self._forget_activation(j)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
+        if n_failed == self.N:       # no row moved: the outputs hold no candidate
+            return
 
         def commit():
             self._swap_z(j)

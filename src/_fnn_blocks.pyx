@@ -618,10 +618,13 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
                         double omega, double omega_next, int max_backtracks, double *eta,
                         floating *Z_out, floating *A_out, floating *R_out,
                         floating *R_next_out, floating *Ac, floating *g, floating *Zb,
-                        floating *Rc, floating *Zc, double *sq, Py_ssize_t *n_failed,
-                        double *r_sum, double *rn_sum) noexcept nogil:
-    """The Z step of z_hidden_step on nb consecutive rows (pointers at their first row;
-    the work arrays and Zc hold nb rows, sq 4 nb doubles).  Adds the squared norms of
+                        floating *Rc, floating *Zc, double *sq, Py_ssize_t r0,
+                        Py_ssize_t *kept, Py_ssize_t *n_failed, double *r_sum,
+                        double *rn_sum) noexcept nogil:
+    """The Z step of z_hidden_step on nb consecutive rows from row r0 (pointers at their
+    first row; the work arrays and Zc hold nb rows, sq 4 nb doubles).  Rows that keep
+    their values are not copied here: their indices go to kept[n_failed], for the
+    caller to copy once it knows whether any row moved.  Adds the squared norms of
     the block's R_out and R_next_out to r_sum and rn_sum, from the row sums the search
     computes anyway.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, j, a, n_active
@@ -654,10 +657,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         _search_give_up(s, n_active)
         for a in range(n_active):
             if s.accept[a] == _GIVE_UP:
-                i = s.active[a]
+                kept[n_failed[0]] = r0 + s.active[a]
                 n_failed[0] += 1
-                _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
-                memcpy(R_next_out + i * n2, R_next + i * n2, n2 * sizeof(floating))
         n_active = _search_drop(s, n_active)
         if n_active == 0:
             break
@@ -684,9 +685,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
                         memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                     memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
             elif s.accept[a] == _RETRY and t == max_backtracks:
-                n_failed[0] += 1       # no acceptable step: the row keeps its values
-                _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
-                memcpy(R_next_out + i * n2, R_next + i * n2, n2 * sizeof(floating))
+                kept[n_failed[0]] = r0 + i   # no acceptable step: the row keeps its values
+                n_failed[0] += 1
         n_active = _search_compact(s, n_active)
     _search_finish(s, eta)
     for i in range(nb):              # rows that kept their values kept their sums
@@ -712,7 +712,10 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     With per-sample steps (eta of length N) the rows are processed in blocks that stay
     in cache and the work arrays need hold only a block (z_hidden_work_rows(N, n, n2,
     itemsize, shared) rows); a shared step is one block of N rows.  A_out may be None:
-    the candidate's activations are then not written (the caller recomputes them).
+    the candidate's activations are then not written (the caller recomputes them).  When
+    no row moves (n_failed_rows == N: every row gave up or found no step) the rows are
+    not copied into the outputs, which then hold no candidate: it would be the current
+    value, so the caller keeps that (a frozen layer costs no copy of its arrays).
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
@@ -740,8 +743,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
     cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
     cdef double *sq = <double *>malloc(4 * block * sizeof(double))
-    if failed or WT == NULL or Zc == NULL or sq == NULL:
-        free(WT); free(Zc); free(sq)
+    cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
+    if failed or WT == NULL or Zc == NULL or sq == NULL or kept == NULL:
+        free(WT); free(Zc); free(sq); free(kept)
         _search_free(&s)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
@@ -759,11 +763,18 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                                Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
                                &R_next_out[r0, 0],
                                &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
-                               &work_Rc[0, 0], Zc, sq, &n_failed, &r_sum, &rn_sum)
+                               &work_Rc[0, 0], Zc, sq, r0, kept, &n_failed, &r_sum,
+                               &rn_sum)
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
             r0 += nb
+        if n_failed < N:                 # some row moved: the others keep their values
+            for r0 in range(n_failed):
+                i = kept[r0]
+                _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0], &Z_out[0, 0], Ao,
+                          &R_out[0, 0])
+                memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
     _search_free(&s)
-    free(WT); free(Zc); free(sq)
+    free(WT); free(Zc); free(sq); free(kept)
     return r_sum, rn_sum, n_failed, n_trials
 
 

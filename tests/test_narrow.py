@@ -445,3 +445,38 @@ def test_network_forward_validates(bad):
         b = [b[0], np.ones(4)]
     with pytest.raises(ValueError):
         _fnn_blocks.network_forward(X, W, b, 0, A, G)
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_hidden_step_frozen_layer_writes_nothing(per_sample, dtype):
+    """A layer whose residuals are zero (R = 0 and R_next = 0, so every row's gradient
+    is zero: a layer frozen at its fit) has no row that moves: n_failed == N, no trial,
+    the outputs untouched (the caller keeps the current values), and the reference's
+    result.  When half the rows can move, the frozen half is copied exactly."""
+    N, n, n2 = 2000, 20, 20
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
+    R[:], Rn[:] = 0, 0
+    eta = np.ones(N if per_sample else 1)
+    outs = [np.full((N, n), 7, dtype) for _ in range(3)] + [np.full((N, n2), 7, dtype)]
+    rows = _fnn_blocks.z_hidden_work_rows(N, n, n2, np.dtype(dtype).itemsize, not per_sample)
+    work = [np.zeros((rows, c), dtype) for c in (n, n, n2, n2)]
+    r = _fnn_blocks.z_hidden_step(Z, A, R, Rn, W, *next_layer(A, Rn, W), 0, 0.7, 0.4, eta,
+                                  3.0, 30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+    assert r == (0.0, 0.0, N, 0)
+    for out in outs:
+        assert (out == 7).all()
+    assert r == _run_z_hidden(_reference, Z, A, R, Rn, W, per_sample, N)[0]
+    if not per_sample:
+        return
+    moving = np.arange(N) % 2 == 0
+    R[moving] = (0.3 * rng.normal(size=(moving.sum(), n))).astype(dtype)
+    (rc, oc, _), (rr, orf, _) = (_run_z_hidden(b, Z, A, R, Rn, W, True, N)
+                                 for b in (_fnn_blocks, _reference))
+    assert N // 2 <= rc[2] == rr[2] < N
+    Zo, Ao, Ro, Rno = oc
+    np.testing.assert_array_equal(Zo[~moving], Z[~moving])
+    np.testing.assert_array_equal(Ao[~moving], A[~moving])
+    np.testing.assert_array_equal(Ro[~moving], R[~moving])
+    np.testing.assert_array_equal(Rno[~moving], Rn[~moving])
+    for a, b in zip(oc, orf):
+        close(a, b, dtype)
