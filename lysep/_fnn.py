@@ -115,7 +115,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     callback : callable or None, default=None
         Called after every iteration with a dict (iteration, loss, accuracy, surrogate,
         validation_score, time and the sweep's diagnostics: step sizes, failed rows,
-        rejected blocks, per-block seconds); returning True stops training.
+        rejected blocks, layers at their fit whose ridge block was not computed,
+        per-block seconds); returning True stops training.
     n_threads : int, default=1
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own
         default (all cores).  One thread is fastest for narrow layers and safe when

@@ -334,12 +334,19 @@ class LySepState:
     # -- one sweep from the output down (MATH.md §4) -----------------------------
     def sweep(self):
         """Run one sweep of Algorithm 1; return a dict of diagnostics."""
-        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0}
+        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "at_fit": 0}
         self._timed("output", self._output_block)
         self._timed("z", self._last_hidden_block)
         for i in range(self.m - 1, -1, -1):
-            self._timed("ridge", self._ridge_block, i)
-            self._timed("bias", self._bias_block, i)
+            # a layer at its fit (R_i = 0 exactly) has W_i and b_i at their blocks'
+            # minimum, 0 (for W_i only while lambda_i = 0, i.e. every earlier residual is
+            # 0 too): no candidate could lower J, so the blocks are not computed
+            if self.r[i] == 0.0 and self.ridge_lambda(i) == 0.0:
+                self.stats["at_fit"] += 1
+            else:
+                self._timed("ridge", self._ridge_block, i)
+            if self.r[i] != 0.0:
+                self._timed("bias", self._bias_block, i)
             if i >= 1:
                 self._timed("z", self._hidden_block, i - 1)
         return self.stats

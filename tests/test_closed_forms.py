@@ -5,7 +5,9 @@ import pytest
 from scipy.optimize import minimize
 
 from lysep._backend import COMPILED, REFERENCE
+from lysep._fnn import init_parameters
 from lysep._sweep import LySepState
+from lysep.datasets import circle
 
 from conftest import J_from_scratch, make_problem
 
@@ -60,3 +62,32 @@ def test_bias_update_is_the_minimiser_of_J(i):
     best = minimize(J, st.b[i], method="BFGS", options={"gtol": 1e-12})
     assert J(b_new) <= best.fun + 1e-12 * abs(best.fun)
     np.testing.assert_allclose(b_new, best.x, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", [COMPILED, REFERENCE], ids=["compiled", "reference"])
+def test_layers_at_their_fit_skip_the_closed_form_blocks(backend):
+    """A deep network whose first layers sit at their fit (R_i = 0 exactly, so lambda_i =
+    0 there): the sweep does not compute their ridge and bias blocks (W_i, b_i already
+    minimise them, at 0), and computing them anyway could not lower J."""
+    X, y = circle(100, random_state=0)
+    W, b = init_parameters((2,) + (10,) * 19 + (2,), np.random.default_rng(0), np.float64)
+    st = LySepState(backend, X, y, W, b, "tanh", 0.01)
+    for _ in range(3):
+        st.sweep()
+    frozen = [i for i in range(st.m) if st.r[i] == 0.0 and st.ridge_lambda(i) == 0.0]
+    assert frozen, "the problem should have layers at their fit"
+    before = [(st.W[i].copy(), st.b[i].copy()) for i in frozen]
+    J0 = st.J
+    stats = st.sweep()
+    assert stats["at_fit"] >= len([i for i in frozen if st.r[i] == 0.0])
+    assert st.J <= J0
+    for i, (Wi, bi) in zip(frozen, before):
+        if st.r[i] == 0.0:            # still at the fit: its blocks never ran
+            np.testing.assert_array_equal(st.W[i], Wi)
+            np.testing.assert_array_equal(st.b[i], bi)
+    for i in frozen:
+        if st.r[i] == 0.0:
+            J = st.J
+            st._ridge_block(i)
+            st._bias_block(i)
+            assert st.J == J           # J cannot fall below a minimum of its block
