@@ -115,7 +115,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     callback : callable or None, default=None
         Called after every iteration with a dict (iteration, loss, accuracy, surrogate,
         validation_score, time and the sweep's diagnostics: step sizes, failed rows,
-        rejected blocks, layers at their fit whose ridge block was not computed,
+        rejected blocks, blocks not computed because their layers sit at their fit,
         per-block seconds); returning True stops training.
     n_threads : int, default=1
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own

@@ -445,6 +445,16 @@ class LySepState:
         k, sr, i = self.k, self.search, j + 1
         om = self.omegas()
         lipschitz = 2 * (om[j] + om[i] * self.rho[i] * self.wn[i])
+        if self.r[j] == 0.0 and self.r[i] == 0.0:
+            # R_j = 0 and R_i = 0: the gradient is 0, every row gives up before a trial
+            # and nothing moves; only the steps the kernel remembers change, as there
+            eta = self.eta_z[j]
+            np.minimum(eta * sr.grow, sr.eta_max, out=eta)
+            eta /= lipschitz
+            eta *= lipschitz
+            self.stats["failed_rows"] += self.N
+            self.stats["at_fit"] += 1
+            return
         n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
         # work arrays of a block of rows (all N for a shared step)
         rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,

@@ -91,3 +91,34 @@ def test_layers_at_their_fit_skip_the_closed_form_blocks(backend):
             st._ridge_block(i)
             st._bias_block(i)
             assert st.J == J           # J cannot fall below a minimum of its block
+
+
+@pytest.mark.parametrize("backend", [COMPILED, REFERENCE], ids=["compiled", "reference"])
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+def test_z_block_between_layers_at_their_fit_is_the_kernels_no_op(backend, per_sample):
+    """With R_j = 0 and R_{j+1} = 0 the hidden Z block is not run: the kernel would give
+    up on every row before a trial, leave Z, R and J as they are and only grow the
+    remembered steps, which the sweep reproduces bit for bit."""
+    X, y = circle(100, random_state=0)
+    W, b = init_parameters((2,) + (10,) * 19 + (2,), np.random.default_rng(0), np.float64)
+    st = LySepState(backend, X, y, W, b, "tanh", 0.01, per_sample=per_sample)
+    for _ in range(3):
+        st.sweep()
+    j = next(j for j in range(st.m - 1) if st.r[j] == 0.0 and st.r[j + 1] == 0.0)
+    i, om, sr = j + 1, st.omegas(), st.search
+    eta = st.eta_z[j].copy()
+    n, n2 = st.Z[j].shape[1], st.Z[i].shape[1]
+    out = [np.empty_like(st.Z[j]) for _ in range(3)] + [np.empty_like(st.Z[i])]
+    work = [np.empty((st.N, c)) for c in (n, n, n2, n2)]
+    res = backend.z_hidden_step(
+        st.Z[j], st.A[j], st.R[j], st.R[i], st.W[i], st.Z[i], st.b[i], st.kind, om[j], om[i],
+        eta, 2 * (om[j] + om[i] * st.rho[i] * st.wn[i]), sr.max_backtracks, sr.shrink,
+        sr.armijo, sr.grow, sr.eta_max, *out, *work)
+    assert res[2:] == (st.N, 0)
+    Z, R, J = st.Z[j], st.R[j].copy(), st.J
+    st.stats = {"failed_rows": 0, "trials": 0, "at_fit": 0}
+    st._hidden_block(j)
+    assert st.stats["at_fit"] == 1 and st.stats["failed_rows"] == st.N
+    assert st.Z[j] is Z and st.J == J
+    np.testing.assert_array_equal(st.R[j], R)
+    np.testing.assert_array_equal(st.eta_z[j], eta)
