@@ -301,6 +301,14 @@ class CNNLySepState(LySepState):
         Vc = ws("Vc", self.V[j].shape)
         argc = np.empty(self.V[j].shape, np.int64) if arch.pool == "max" else None
         Yc = ws("Yc", (N, n_i))
+        # the rounding floor of the residual terms (lysep._fnn_blocks._search_give_up):
+        # 64 eps^2 (omega_j ||z_j||^2 + omega_i ||z_i - b_i||^2), Yc as scratch
+        zsq, zbsq = np.empty(N), np.empty(N)
+        k.row_sq_norms(self.Z[j].reshape(N, n), zsq)
+        np.subtract(self.Z[i], self.b[i], out=Yc.reshape(shape_i))
+        k.row_sq_norms(Yc, zbsq)
+        eps = float(np.finfo(self.X.dtype).eps)
+        floor = 64 * eps * eps * (om[j] * zsq + om[i] * zbsq)
         rsq, rnsq = np.empty(N), np.empty(N)
         Z2, A2 = self.Z2[j].reshape(N, n), self.A2[j].reshape(N, n)
         R2j, R2i = self.R2[j].reshape(N, n), self.R2[i].reshape(N, n_i)
@@ -329,7 +337,8 @@ class CNNLySepState(LySepState):
             if rows.shape[0] and not last["full"]:
                 Z2[rows], A2[rows], R2j[rows], R2i[rows] = Zc[idx], Ac[idx], Rc[idx], Yc[idx]
 
-        failed = self._row_search(f0, gsq, self.eta_z[j], 2 * (om[j] + om[i] * self.rho[i] * self.wn[i]),
+        failed = self._row_search(f0, floor, gsq, self.eta_z[j],
+                                  2 * (om[j] + om[i] * self.rho[i] * self.wn[i]),
                                   np.finfo(self.X.dtype).eps, trial, commit)
         Z2[failed], A2[failed] = Z1[failed], self.A[j].reshape(N, n)[failed]
         R2j[failed], R2i[failed] = R1[failed], self.R[i].reshape(N, n_i)[failed]
@@ -363,11 +372,12 @@ class CNNLySepState(LySepState):
                           back.reshape(N, n), self.kind, om[j], om[i], grad, gsq)
         return grad, gsq
 
-    def _row_search(self, f0, gsq, eta, lipschitz, eps, trial, commit):
+    def _row_search(self, f0, floor, gsq, eta, lipschitz, eps, trial, commit):
         """Monotone backtracking per sample (len(eta) == N) or shared (len(eta) == 1),
         the rules of lysep._fnn_blocks: trial step min(eta*grow, eta_max)/lipschitz,
-        Armijo test, shrink, give up below the rounding level.  Returns the rows that
-        found no step (they keep their values); eta is updated in place."""
+        Armijo test, shrink, give up below the rounding level (64 eps |f0| plus the
+        rows' residual floor).  Returns the rows that found no step (they keep their
+        values); eta is updated in place."""
         sr, N = self.search, f0.shape[0]
         shared = eta.shape[0] == 1
         noise = 64 * eps
@@ -379,12 +389,13 @@ class CNNLySepState(LySepState):
                 break
             self.stats["trials"] += 1
             f = trial(active, step)
-            s, g0, a0 = step[active], gsq[active], f0[active]
+            s, g0, a0, fl = step[active], gsq[active], f0[active], floor[active]
             if shared:
-                give_up = np.full(active.size, s[0] * g0.sum() <= noise * np.abs(a0).sum())
+                give_up = np.full(active.size,
+                                  s[0] * g0.sum() <= noise * np.abs(a0).sum() + fl.sum())
                 accept = np.full(active.size, f.sum() <= a0.sum() - sr.armijo * s[0] * g0.sum())
             else:
-                give_up = s * g0 <= noise * np.abs(a0)
+                give_up = s * g0 <= noise * np.abs(a0) + fl
                 accept = f <= a0 - sr.armijo * s * g0
             accept &= ~give_up
             retry = ~(accept | give_up)

@@ -103,12 +103,21 @@ def _row_ssq(M):
     return np.einsum("ij,ij->i", M, M)
 
 
-def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, grow,
+def _floor(dtype):
+    """64 eps^2: a residual below about 8 eps times the values it is the difference of
+    is rounding noise (the squared-norm floor of a row objective's residual terms)."""
+    eps = float(np.finfo(dtype).eps)
+    return 64 * eps * eps
+
+
+def _z_search(Z, A, R, g, f0, floor, eta, lipschitz, max_backtracks, shrink, armijo, grow,
               eta_max, kind, trial_objective, Z_out, A_out, R_out, commit):
     """Shared backtracking driver of the Z blocks: per-row steps (len(eta) == N) or a
     shared step (len(eta) == 1).  trial_objective(rows, A_trial, R_trial) returns the
     trial row objectives; commit(rows, accepted_mask) stores what else the block keeps.
-    A_out may be None (the candidate's activations are not kept)."""
+    A_out may be None (the candidate's activations are not kept).  floor: the rounding
+    floor of each row objective's residual terms (a row whose promised decrease is
+    below 64 eps |f0| + floor gives up: its comparison would be noise)."""
     N, n = Z.shape
     dt = Z.dtype.type
     shared = eta.shape[0] == 1
@@ -125,9 +134,9 @@ def _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink, armijo, gr
         # keeps its value: past that point the comparison is noise (needs no trial)
         if shared:
             give_up = np.full(active.size, step[active[0]] * gsq[active].sum()
-                              <= noise * np.abs(f0[active]).sum())
+                              <= noise * np.abs(f0[active]).sum() + floor[active].sum())
         else:
-            give_up = step[active] * gsq[active] <= noise * np.abs(f0[active])
+            give_up = step[active] * gsq[active] <= noise * np.abs(f0[active]) + floor[active]
         failed.append(active[give_up])
         active = active[~give_up]
         if active.size == 0:
@@ -169,6 +178,7 @@ def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, s
     D = derivative_from_value(A, kind)
     ce_i, _, P = _ce_rows(A @ W + b, y)
     f0 = ce_i + omega * _row_ssq(R)
+    floor = _floor(Z.dtype) * omega * _row_ssq(Z)
     g = (P @ W.T) * D + dt(2 * omega) * R
     ce_new = ce_i.copy()
     trial = {}
@@ -180,9 +190,9 @@ def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, s
     def commit(rows, accept):
         ce_new[rows] = trial["ce"][accept]
 
-    failed, n_trials = _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink,
-                                 armijo, grow, eta_max, kind, objective, Z_out, A_out,
-                                 R_out, commit)
+    failed, n_trials = _z_search(Z, A, R, g, f0, floor, eta, lipschitz, max_backtracks,
+                                 shrink, armijo, grow, eta_max, kind, objective, Z_out,
+                                 A_out, R_out, commit)
     return float(ce_new.sum()), _ssq(R_out), int(failed.size), n_trials
 
 
@@ -197,6 +207,7 @@ def z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_ne
     D = derivative_from_value(A, kind)
     Zb = Z_next - b_next
     f0 = omega * _row_ssq(R) + omega_next * _row_ssq(R_next)
+    floor = _floor(Z.dtype) * (omega * _row_ssq(Z) + omega_next * _row_ssq(Zb))
     g = dt(2 * omega) * R - dt(2 * omega_next) * (D * (R_next @ W_next.T))
     trial = {}
 
@@ -207,9 +218,9 @@ def z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_ne
     def commit(rows, accept):
         R_next_out[rows] = trial["rn"][accept]
 
-    failed, n_trials = _z_search(Z, A, R, g, f0, eta, lipschitz, max_backtracks, shrink,
-                                 armijo, grow, eta_max, kind, objective, Z_out, A_out,
-                                 R_out, commit)
+    failed, n_trials = _z_search(Z, A, R, g, f0, floor, eta, lipschitz, max_backtracks,
+                                 shrink, armijo, grow, eta_max, kind, objective, Z_out,
+                                 A_out, R_out, commit)
     R_next_out[failed] = R_next[failed]
     return _ssq(R_out), _ssq(R_next_out), int(failed.size), n_trials
 

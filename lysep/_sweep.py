@@ -22,6 +22,10 @@ class LineSearch:
     from the row's previously accepted ``eta`` times ``grow`` (capped at ``eta_max``),
     shrunk by ``shrink`` until the Armijo test with constant ``armijo`` passes, at most
     ``max_backtracks`` times; a row (or block) with no acceptable step keeps its value.
+    A row also keeps its value, without a trial, once the decrease its step promises is
+    below the rounding level of its objective: 64 eps of its value plus the floor of its
+    residual terms, 64 eps^2 omega ||Z_row||^2 per residual (a residual smaller than
+    about 8 eps times the values it is the difference of is rounding noise).
     """
     max_backtracks: int = 30
     shrink: float = 0.5

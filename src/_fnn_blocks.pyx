@@ -9,7 +9,7 @@ Scratch arrays (`work_*`) are owned by the caller so that sweeps do not allocate
 """
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
@@ -276,7 +276,10 @@ cdef struct _Search:
     double lipschitz, shrink, armijo, grow, eta_max
     int shared          # 1: one step for all rows (the paper's version)
     double noise        # relative rounding level of a row objective
+    double eps2         # squared relative rounding level of the values behind a residual
     double *f0          # row objective at the current Z
+    double *floor       # rounding floor of the row objective's residual terms:
+                        # eps2 (omega ||Z_i||^2 + omega_next ||Z_next_i - b_next||^2)
     double *gsq         # squared norm of the row gradient
     double *step        # current trial step of the row
     double *f_trial     # trial objective, indexed by compact position
@@ -295,17 +298,19 @@ cdef int _search_alloc(_Search *s, Py_ssize_t N, double lipschitz, double shrink
                        double eps) noexcept nogil:
     s.N = N; s.lipschitz = lipschitz; s.shrink = shrink; s.armijo = armijo
     s.grow = grow; s.eta_max = eta_max; s.shared = shared; s.noise = 64 * eps
+    s.eps2 = 64 * eps * eps
     s.f0 = <double *>malloc(N * sizeof(double))
+    s.floor = <double *>calloc(N, sizeof(double))
     s.gsq = <double *>malloc(N * sizeof(double))
     s.step = <double *>malloc(N * sizeof(double))
     s.f_trial = <double *>malloc(N * sizeof(double))
     s.active = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
     s.accept = <char *>malloc(N)
-    return not (s.f0 and s.gsq and s.step and s.f_trial and s.active and s.accept)
+    return not (s.f0 and s.floor and s.gsq and s.step and s.f_trial and s.active and s.accept)
 
 
 cdef void _search_free(_Search *s) noexcept nogil:
-    free(s.f0); free(s.gsq); free(s.step); free(s.f_trial); free(s.active); free(s.accept)
+    free(s.f0); free(s.floor); free(s.gsq); free(s.step); free(s.f_trial); free(s.active); free(s.accept)
 
 
 cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
@@ -322,21 +327,25 @@ cdef void _search_give_up(_Search *s, Py_ssize_t n_active) noexcept nogil:
     """A row gives up (keeps its value) once the decrease its step promises,
     step*|g|^2, is below the rounding level of its objective: past that point the
     Armijo comparison is noise and two correct implementations would decide
-    differently.  The test needs no trial, so it runs before the trial is evaluated."""
+    differently.  That level is 64 eps |f0| plus the floor of its residual terms: a
+    residual is a difference of values of size |Z| (or |Z_next - b_next|), so below
+    about 8 eps |Z| it is rounding noise, which no step can reduce (such rows used to
+    backtrack all max_backtracks times in vain: most of a deep sweep's trials).  The
+    test needs no trial, so it runs before the trial is evaluated."""
     cdef Py_ssize_t a, i
-    cdef double G = 0, A0 = 0
+    cdef double G = 0, A0 = 0, F = 0
     cdef char decision
     if s.shared:
         for a in range(n_active):
             i = s.active[a]
-            G += s.gsq[i]; A0 += fabs(s.f0[i])
-        decision = _GIVE_UP if s.step[s.active[0]] * G <= s.noise * A0 else _RETRY
+            G += s.gsq[i]; A0 += fabs(s.f0[i]); F += s.floor[i]
+        decision = _GIVE_UP if s.step[s.active[0]] * G <= s.noise * A0 + F else _RETRY
         for a in range(n_active):
             s.accept[a] = decision
     else:
         for a in range(n_active):
             i = s.active[a]
-            s.accept[a] = (_GIVE_UP if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i])
+            s.accept[a] = (_GIVE_UP if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i]) + s.floor[i]
                            else _RETRY)
 
 
@@ -470,6 +479,7 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     for i in range(nb):
         ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
         s.f0[i] = ce_i[i] + omega * _ssq(n, R + i * n)
+        s.floor[i] = s.eps2 * omega * _ssq(n, Z + i * n)
     gemm(c'T', c'N', <int>n, <int>nb, <int>K, 1, W, <int>K, Gc, <int>K, 0, g, <int>n)
     for i in range(nb * n):
         g[i] = g[i] * Ac[i] + two_omega * R[i]
@@ -645,6 +655,7 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         rs[i] = _ssq(n, R + i * n)
         rns[i] = _ssq(n2, R_next + i * n2)
         s.f0[i] = omega * rs[i] + omega_next * rns[i]
+        s.floor[i] = s.eps2 * (omega * _ssq(n, Z + i * n) + omega_next * _ssq(n2, Zb + i * n2))
     rows_gemm(nb, n2, n, R_next, n2, WT, n, <floating>1, <floating *>NULL, 0,
               <floating *>NULL, g, n)
     for i in range(nb * n):

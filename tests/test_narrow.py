@@ -480,3 +480,31 @@ def test_z_hidden_step_frozen_layer_writes_nothing(per_sample, dtype):
     np.testing.assert_array_equal(Rno[~moving], Rn[~moving])
     for a, b in zip(oc, orf):
         close(a, b, dtype)
+
+
+@pytest.mark.parametrize("backend", [_fnn_blocks, _reference], ids=["compiled", "reference"])
+def test_rows_at_the_rounding_floor_give_up_before_a_trial(backend, dtype):
+    """A row whose residuals are rounding noise (|R_i| ~ 2 eps |Z_i|, R_next_i = 0: what
+    a deep network's early layers hold) cannot be improved by any step: it gives up
+    without a trial instead of backtracking max_backtracks times.  Rows with real
+    residuals (1e-2 |Z_i|) still move."""
+    N, n, n2 = 600, 20, 20
+    eps = np.finfo(dtype).eps
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
+    noisy = np.arange(N) < N // 2
+    sign = np.where(rng.random((N, n)) < 0.5, -1.0, 1.0)
+    R[:] = np.where(noisy[:, None], 2 * eps * np.abs(Z) * sign, 1e-2 * Z).astype(dtype)
+    Rn[noisy] = 0
+    for per_sample in (True, False):
+        rows = noisy if per_sample else np.ones(N, bool)
+        Rs = R.copy() if per_sample else np.where(rows[:, None], 2 * eps * np.abs(Z) * sign,
+                                                  0).astype(dtype)
+        Rns = Rn.copy() if per_sample else np.zeros_like(Rn)
+        (r, rn, failed, trials), outs, _ = _run_z_hidden(backend, Z, A, Rs, Rns, W,
+                                                          per_sample, N)
+        if per_sample:
+            assert failed == N // 2 and trials >= 1
+            np.testing.assert_array_equal(outs[0][noisy], Z[noisy])
+            assert (outs[0][~noisy] != Z[~noisy]).any(axis=1).all()
+        else:
+            assert (failed, trials) == (N, 0)
