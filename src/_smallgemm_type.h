@@ -132,6 +132,23 @@ SG_FN(lo)(const SG_V *v)
     return r;
 }
 
+/* x in every lane, and the low half of that: the tiles multiply a broadcast scalar into
+ * both full and half vectors, and one broadcast (from memory) serves both; scalar
+ * operands made gcc load the scalar, then broadcast it twice on the shuffle ports. */
+static inline __attribute__((always_inline)) SG_V
+SG_FN(splat)(SG_T x)
+{
+    return x - (SG_V){0};          /* x - 0 is x, also for -0: a plain broadcast */
+}
+
+static inline __attribute__((always_inline)) SG_H
+SG_FN(lov)(SG_V v)
+{
+    SG_H r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+
 /* Row c (n columns) as nv full vectors and, when h, a half vector holding the rest
  * (n - nv VL <= VL/2 columns); without h as load_row.  Zero past n. */
 static inline __attribute__((always_inline)) void
@@ -196,11 +213,11 @@ SG_FN(nn_tile)(int mr, int nv, int h, ptrdiff_t k, ptrdiff_t n, const SG_T *A, p
         if (h)
             bh = SG_FN(lo)(&Bp[p * nt + nv]);
         for (int i = 0; i < mr; i++) {
-            SG_T a = A[i * lda + p];
+            SG_V a = SG_FN(splat)(A[i * lda + p]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += a * b[j];
             if (h)
-                acch[i] += a * bh;
+                acch[i] += SG_FN(lov)(a) * bh;
         }
     }
     for (int i = 0; i < mr; i++) {
@@ -362,11 +379,11 @@ SG_FN(tn_tile)(int pr, int nv, int h, ptrdiff_t M, ptrdiff_t n, const SG_T *A, p
                 csh += bh;
         }
         for (int i = 0; i < pr; i++) {
-            SG_T a = A[r * lda + i];
+            SG_V a = SG_FN(splat)(A[r * lda + i]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += a * b[j];
             if (h)
-                acch[i] += a * bh;
+                acch[i] += SG_FN(lov)(a) * bh;
         }
     }
     for (int i = 0; i < pr; i++) {
@@ -452,11 +469,11 @@ SG_FN(bp_tile)(int mr, int nv, int h, ptrdiff_t n, ptrdiff_t k, const SG_T *delt
         if (h)
             wh = SG_FN(lo)(&Wt[p * nt + nv]);
         for (int i = 0; i < mr; i++) {
-            SG_T d = delta[i * n + p];
+            SG_V d = SG_FN(splat)(delta[i * n + p]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += d * w[j];
             if (h)
-                acch[i] += d * wh;
+                acch[i] += SG_FN(lov)(d) * wh;
         }
     }
     for (int i = 0; i < mr; i++) {
