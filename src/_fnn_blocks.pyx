@@ -139,15 +139,57 @@ def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
         raise MemoryError()
 
 
+cdef int _network_arrays(Py_ssize_t N, Py_ssize_t n0, W, b, A, grad_W, grad_b,
+                         Py_ssize_t *size, floating **Wp, floating **bp, floating **Ap,
+                         floating **gWp, floating **gbp, str a_name) except -1:
+    """Check the per-layer arrays of a network with n0 inputs and N rows and collect their
+    data pointers (network_forward's and backprop_step's validation): W[i] of shape
+    (size[i], size[i+1]) and b[i] for each of the L = len(W) layers into Wp, bp; A[i] of
+    shape (N, size[i+1]) for each hidden layer into Ap[i]; and, when grad_W is not None,
+    grad_W[i], grad_b[i] shaped as W[i], b[i] into gWp, gbp.  Writable: A without grad_W
+    (the forward pass fills it), W and b with it (the step updates them in place).  size
+    gets the L + 1 widths; a_name names A in errors."""
+    cdef Py_ssize_t L = len(W), i, n_in, n_out
+    cdef bint grads = grad_W is not None
+    cdef const floating[:, ::1] Wc, Ai
+    cdef const floating[::1] bc
+    cdef floating[:, ::1] Wm, gWi, Am
+    cdef floating[::1] bm, gbi
+    size[0] = n0
+    for i in range(L):
+        if grads:               # writable views: backprop_step updates W and b in place
+            Wm, bm, gWi, gbi = W[i], b[i], grad_W[i], grad_b[i]
+            Wc, bc = Wm, bm
+        else:
+            Wc, bc = W[i], b[i]
+        n_in, n_out = size[i], Wc.shape[1]
+        if Wc.shape[0] != n_in or n_out == 0 or bc.shape[0] != n_out or (grads and (
+                gWi.shape[0] != n_in or gWi.shape[1] != n_out or gbi.shape[0] != n_out)):
+            raise ValueError(f"layer {i}: W, b and their gradients do not match {n_in} inputs"
+                             if grads else f"layer {i}: W and b do not match {n_in} inputs")
+        size[i + 1] = n_out
+        Wp[i], bp[i] = <floating *>&Wc[0, 0], <floating *>&bc[0]
+        if grads:
+            gWp[i], gbp[i] = &gWi[0, 0], &gbi[0]
+        if i < L - 1:
+            if grads:           # backprop reads the activations, the forward pass writes them
+                Ai = A[i]
+            else:
+                Am = A[i]
+                Ai = Am
+            if Ai.shape[0] != N or Ai.shape[1] != n_out:
+                raise ValueError(f"{a_name}[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
+                                 f"expected {(N, n_out)}")
+            Ap[i] = <floating *>&Ai[0, 0]
+    return 0
+
+
 def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
                     floating[:, ::1] G_out):
     """The true network's forward pass (MATH.md §1) in one call: A_out[i] :=
     sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X), and the logits
     G_out := A_out[m-1] W[m] + b[m].  Validated once, run without the GIL."""
-    cdef Py_ssize_t N = X.shape[0], L = len(W), i, n_in, n_out
-    cdef const floating[:, ::1] Wi
-    cdef const floating[::1] bi
-    cdef floating[:, ::1] Ai
+    cdef Py_ssize_t N = X.shape[0], L = len(W), i
     if L < 1 or len(b) != L or len(A_out) != L - 1:
         raise ValueError("W and b need one entry per layer and A_out one per hidden layer")
     if L > 1 and not 0 <= kind <= 3:
@@ -155,27 +197,15 @@ def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
     if N == 0 or X.shape[1] == 0:
         raise ValueError("X needs a row and a column")
     cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
-    cdef const floating **Wp = <const floating **>malloc(L * sizeof(floating *))
-    cdef const floating **bp = <const floating **>malloc(L * sizeof(floating *))
+    cdef floating **Wp = <floating **>malloc(L * sizeof(floating *))
+    cdef floating **bp = <floating **>malloc(L * sizeof(floating *))
     cdef floating **Ap = <floating **>malloc(L * sizeof(floating *))
     cdef int failed = 0
     try:
         if not (size and Wp and bp and Ap):
             raise MemoryError()
-        size[0] = X.shape[1]
-        for i in range(L):
-            Wi, bi = W[i], b[i]
-            n_in, n_out = size[i], Wi.shape[1]
-            if Wi.shape[0] != n_in or n_out == 0 or bi.shape[0] != n_out:
-                raise ValueError(f"layer {i}: W and b do not match {n_in} inputs")
-            size[i + 1] = n_out
-            Wp[i], bp[i] = &Wi[0, 0], &bi[0]
-            if i < L - 1:
-                Ai = A_out[i]
-                if Ai.shape[0] != N or Ai.shape[1] != n_out:
-                    raise ValueError(f"A_out[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
-                                     f"expected {(N, n_out)}")
-                Ap[i] = &Ai[0, 0]
+        _network_arrays(N, X.shape[1], W, b, A_out, None, None, size, Wp, bp, Ap,
+                        <floating **>NULL, <floating **>NULL, "A_out")
         _check(G_out, (N, size[L]), "G_out")
         Ap[L - 1] = &G_out[0, 0]
         with nogil:
@@ -989,10 +1019,8 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
     W[i] -= learning_rate grad_W_out[i] and b[i] -= learning_rate grad_b_out[i], in
     place.  work_delta: two 1-d arrays of at least N x (widest layer output) entries
     that hold the deltas.  One call for all layers: validated once, run without the GIL."""
-    cdef Py_ssize_t N = P.shape[0], L = len(W), i, t, n_in, n_out, widest = P.shape[1]
-    cdef floating[:, ::1] Wi, gWi
-    cdef floating[::1] bi, gbi, buf0, buf1
-    cdef const floating[:, ::1] Ai
+    cdef Py_ssize_t N = P.shape[0], L = len(W), i, t, widest = P.shape[1]
+    cdef floating[::1] buf0, buf1
     if L < 1 or len(b) != L or len(grad_W_out) != L or len(grad_b_out) != L \
             or len(A) != L - 1:
         raise ValueError("W, b, grad_W_out, grad_b_out need one entry per layer and A one "
@@ -1004,7 +1032,7 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
     if N == 0 or X.shape[0] != N or X.shape[1] == 0:
         raise ValueError("X and P need the same, non-zero number of rows and X a column")
     cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
-    cdef const floating **Ap = <const floating **>malloc(L * sizeof(floating *))
+    cdef floating **Ap = <floating **>malloc(L * sizeof(floating *))
     cdef floating **Wp = <floating **>malloc(L * sizeof(floating *))
     cdef floating **bp = <floating **>malloc(L * sizeof(floating *))
     cdef floating **gWp = <floating **>malloc(L * sizeof(floating *))
@@ -1017,24 +1045,12 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
     try:
         if not (size and Ap and Wp and bp and gWp and gbp):
             raise MemoryError()
-        size[0] = X.shape[1]
-        Ap[0] = &X[0, 0]
-        for i in range(L):
-            Wi, bi, gWi, gbi = W[i], b[i], grad_W_out[i], grad_b_out[i]
-            n_in, n_out = size[i], Wi.shape[1]
-            if Wi.shape[0] != n_in or n_out == 0 or bi.shape[0] != n_out \
-                    or gWi.shape[0] != n_in or gWi.shape[1] != n_out or gbi.shape[0] != n_out:
-                raise ValueError(f"layer {i}: W, b and their gradients do not match "
-                                 f"{n_in} inputs")
-            size[i + 1] = n_out
-            Wp[i], bp[i], gWp[i], gbp[i] = &Wi[0, 0], &bi[0], &gWi[0, 0], &gbi[0]
-            if i < L - 1:
-                Ai = A[i]
-                if Ai.shape[0] != N or Ai.shape[1] != n_out:
-                    raise ValueError(f"A[{i}] has shape {(Ai.shape[0], Ai.shape[1])}, "
-                                     f"expected {(N, n_out)}")
-                Ap[i + 1] = &Ai[0, 0]
-                widest = n_out if n_out > widest else widest
+        # Ap[i + 1] := A[i], the input of layer i + 1; Ap[0] := X
+        _network_arrays(N, X.shape[1], W, b, A, grad_W_out, grad_b_out, size, Wp, bp,
+                        Ap + 1, gWp, gbp, "A")
+        Ap[0] = <floating *>&X[0, 0]
+        for i in range(1, L):
+            widest = size[i] if size[i] > widest else widest
         if size[L] != P.shape[1]:
             raise ValueError("P does not match the output layer")
         buf0, buf1 = work_delta[0], work_delta[1]

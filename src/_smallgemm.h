@@ -51,7 +51,7 @@
 #undef LYSEP_SG_PREFIX
 #pragma GCC pop_options
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx2,fma,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")
 #define LYSEP_SG_PREFIX lysep_sgavx512
 #define LYSEP_VBYTES 64
 #include "_smallgemm_body.h"

@@ -9,6 +9,16 @@
 
 typedef SG_T SG_V __attribute__((vector_size(LYSEP_VBYTES), aligned(sizeof(SG_T))));
 
+/* A half-width vector for a row's last few columns: a row of 20 doubles is two 512-bit
+ * vectors and one 256-bit one rather than three 512-bit vectors with 4 lanes idle.  CPUs
+ * that split 512-bit work into two 256-bit halves (AMD Zen 4) run the half at half
+ * the cost; elsewhere it costs what the full vector did.  Tiles take `h` = 1 when the
+ * row's tail fits in a half (see SG_FN(shape)); only where the half is 256 or 128 bits. */
+#define SG_HALF_OK (LYSEP_VBYTES >= 32)
+#define SG_H SG_FN(hvec)
+#define SG_HL (SG_VL / 2)
+typedef SG_T SG_H __attribute__((vector_size(LYSEP_VBYTES / 2), aligned(sizeof(SG_T))));
+
 /* The first `tail` (1 <= tail <= VL) elements at p as a vector, zero past them, and the
  * converse store: masked loads and stores where the instruction set has them. */
 static inline __attribute__((always_inline)) SG_V
@@ -71,56 +81,185 @@ SG_FN(load_row)(SG_V *v, const SG_T *c, int nv, ptrdiff_t n)
     v[nv - 1] = SG_FN(load_tail)(c + (nv - 1) * SG_VL, n - (nv - 1) * SG_VL);
 }
 
-/* mr rows x nv vectors of C = C0 + bias + A Bp (Bp: k rows of nv vectors, alpha folded in). */
+/* The first `tail` (1 <= tail <= VL/2) elements at p as a half vector, zero past them,
+ * and the converse store. */
+static inline __attribute__((always_inline)) SG_H
+SG_FN(load_tail_h)(const SG_T *p, ptrdiff_t tail)
+{
+#if LYSEP_VBYTES == 64
+    if (sizeof(SG_T) == 8)
+        return (SG_H)_mm256_maskz_loadu_pd((__mmask8)((1u << tail) - 1), p);
+    return (SG_H)_mm256_maskz_loadu_ps((__mmask8)((1u << tail) - 1), p);
+#elif LYSEP_VBYTES == 32
+    if (sizeof(SG_T) == 8)
+        return (SG_H)_mm_maskload_pd((const double *)p, _mm_set_epi64x(tail > 1 ? -1 : 0, -1));
+    return (SG_H)_mm_maskload_ps((const float *)p, _mm_cmpgt_epi32(
+        _mm_set1_epi32((int)tail), _mm_setr_epi32(0, 1, 2, 3)));
+#else
+    SG_H t = {0};
+    for (ptrdiff_t l = 0; l < tail; l++)
+        t[l] = p[l];
+    return t;
+#endif
+}
+
 static inline __attribute__((always_inline)) void
-SG_FN(nn_tile)(int mr, int nv, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+SG_FN(store_tail_h)(SG_T *p, SG_H v, ptrdiff_t tail)
+{
+#if LYSEP_VBYTES == 64
+    if (sizeof(SG_T) == 8)
+        _mm256_mask_storeu_pd(p, (__mmask8)((1u << tail) - 1), (__m256d)v);
+    else
+        _mm256_mask_storeu_ps(p, (__mmask8)((1u << tail) - 1), (__m256)v);
+#elif LYSEP_VBYTES == 32
+    if (sizeof(SG_T) == 8)
+        _mm_maskstore_pd((double *)p, _mm_set_epi64x(tail > 1 ? -1 : 0, -1), (__m128d)v);
+    else
+        _mm_maskstore_ps((float *)p, _mm_cmpgt_epi32(
+            _mm_set1_epi32((int)tail), _mm_setr_epi32(0, 1, 2, 3)), (__m128)v);
+#else
+    for (ptrdiff_t l = 0; l < tail; l++)
+        p[l] = v[l];
+#endif
+}
+
+/* The low half of a vector (a packed row's last slot when the tile takes a half). */
+static inline __attribute__((always_inline)) SG_H
+SG_FN(lo)(const SG_V *v)
+{
+    SG_H r;
+    memcpy(&r, v, sizeof r);
+    return r;
+}
+
+/* x in every lane, and the low half of that: the tiles multiply a broadcast scalar into
+ * both full and half vectors, and one broadcast (from memory) serves both; scalar
+ * operands made gcc load the scalar, then broadcast it twice on the shuffle ports. */
+static inline __attribute__((always_inline)) SG_V
+SG_FN(splat)(SG_T x)
+{
+    return x - (SG_V){0};          /* x - 0 is x, also for -0: a plain broadcast */
+}
+
+static inline __attribute__((always_inline)) SG_H
+SG_FN(lov)(SG_V v)
+{
+    SG_H r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+
+/* Row c (n columns) as nv full vectors and, when h, a half vector holding the rest
+ * (n - nv VL <= VL/2 columns); without h as load_row.  Zero past n. */
+static inline __attribute__((always_inline)) void
+SG_FN(load_row2)(SG_V *v, SG_H *vh, const SG_T *c, int nv, int h, ptrdiff_t n)
+{
+    if (!h) {
+        SG_FN(load_row)(v, c, nv, n);
+        return;
+    }
+    for (int j = 0; j < nv; j++)
+        memcpy(&v[j], c + j * SG_VL, sizeof(SG_V));
+    *vh = SG_FN(load_tail_h)(c + nv * SG_VL, n - nv * SG_VL);
+}
+
+static inline __attribute__((always_inline)) void
+SG_FN(store_row2)(SG_T *c, const SG_V *v, SG_H vh, int nv, int h, ptrdiff_t n)
+{
+    if (!h) {
+        SG_FN(store_row)(c, v, nv, n);
+        return;
+    }
+    for (int j = 0; j < nv; j++)
+        memcpy(c + j * SG_VL, &v[j], sizeof(SG_V));
+    SG_FN(store_tail_h)(c + nv * SG_VL, vh, n - nv * SG_VL);
+}
+
+/* The tile shape of a row of n columns (n >= 1): nv full vectors and h half vectors,
+ * the code 2 nv + h; nv + h = ceil(n / VL) slots in packed rows either way. */
+static inline int SG_FN(shape)(ptrdiff_t n)
+{
+    ptrdiff_t slots = (n + SG_VL - 1) / SG_VL, rest = n - (slots - 1) * SG_VL;
+    int h = SG_HALF_OK && rest <= SG_HL;
+    return (int)(2 * (slots - h) + h);
+}
+
+/* Every shape code of at most 4 slots, for switches: X(nv, h). */
+#if SG_HALF_OK
+#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(0, 1) X(1, 1) X(2, 1) X(3, 1)
+#else
+#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0)
+#endif
+
+/* mr rows x (nv full + h half) vectors of C = C0 + bias + A Bp (Bp: k packed rows of
+ * nv + h vectors, alpha folded in; bias packed likewise). */
+static inline __attribute__((always_inline)) void
+SG_FN(nn_tile)(int mr, int nv, int h, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
                const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
                const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
+    const int nt = nv + h;
     SG_V acc[4][4], b[4], c0[4];
-    for (int i = 0; i < mr; i++)
+    SG_H acch[4], bh = {0}, c0h = {0};
+    for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nv; j++)
             acc[i][j] = bias[j];
+        if (h)
+            acch[i] = SG_FN(lo)(&bias[nv]);
+    }
     for (ptrdiff_t p = 0; p < k; p++) {
         for (int j = 0; j < nv; j++)
-            b[j] = Bp[p * nv + j];
+            b[j] = Bp[p * nt + j];
+        if (h)
+            bh = SG_FN(lo)(&Bp[p * nt + nv]);
         for (int i = 0; i < mr; i++) {
-            SG_T a = A[i * lda + p];
+            SG_V a = SG_FN(splat)(A[i * lda + p]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += a * b[j];
+            if (h)
+                acch[i] += SG_FN(lov)(a) * bh;
         }
     }
     for (int i = 0; i < mr; i++) {
         if (C0) {
-            SG_FN(load_row)(c0, C0 + (idx ? idx[i] : i) * ldc0, nv, n);
+            SG_FN(load_row2)(c0, &c0h, C0 + (idx ? idx[i] : i) * ldc0, nv, h, n);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += c0[j];
+            if (h)
+                acch[i] += c0h;
         }
-        SG_FN(store_row)(C + i * ldc, acc[i], nv, n);
+        SG_FN(store_row2)(C + i * ldc, acc[i], h ? acch[i] : bh, nv, h, n);
         if (ssq) {                       /* lanes past n are zero: B and C0 padded so */
-            SG_V q = acc[i][0] * acc[i][0];
-            for (int j = 1; j < nv; j++)
-                q += acc[i][j] * acc[i][j];
             double t = 0;
-            for (ptrdiff_t l = 0; l < SG_VL; l++)
-                t += (double)q[l];
+            if (nv) {
+                SG_V q = acc[i][0] * acc[i][0];
+                for (int j = 1; j < nv; j++)
+                    q += acc[i][j] * acc[i][j];
+                for (ptrdiff_t l = 0; l < SG_VL; l++)
+                    t += (double)q[l];
+            }
+            if (h) {
+                SG_H qh = acch[i] * acch[i];
+                for (ptrdiff_t l = 0; l < SG_HL; l++)
+                    t += (double)qh[l];
+            }
             ssq[i] = t;
         }
     }
 }
 
 static inline __attribute__((always_inline)) void
-SG_FN(nn_rows)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
-               const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
+SG_FN(nn_rows)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+               ptrdiff_t lda, const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
                const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
     ptrdiff_t r = 0;
     for (; r + 4 <= M; r += 4)
-        SG_FN(nn_tile)(4, nv, k, n, A + r * lda, lda, Bp, bias,
+        SG_FN(nn_tile)(4, nv, h, k, n, A + r * lda, lda, Bp, bias,
                        C0 && !idx ? C0 + r * ldc0 : C0, ldc0, idx ? idx + r : NULL,
                        C + r * ldc, ldc, ssq ? ssq + r : NULL);
     for (; r < M; r++)
-        SG_FN(nn_tile)(1, nv, k, n, A + r * lda, lda, Bp, bias,
+        SG_FN(nn_tile)(1, nv, h, k, n, A + r * lda, lda, Bp, bias,
                        C0 && !idx ? C0 + r * ldc0 : C0, ldc0, idx ? idx + r : NULL,
                        C + r * ldc, ldc, ssq ? ssq + r : NULL);
 }
@@ -157,11 +296,12 @@ static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *
         for (int j = 0; j < nv; j++)
             bv[j] = (SG_V){0};
     }
-    switch (nv) {      /* constant tile widths, so the accumulators stay in registers */
-    case 1: SG_FN(nn_rows)(1, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
-    case 2: SG_FN(nn_rows)(2, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
-    case 3: SG_FN(nn_rows)(3, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
-    default: SG_FN(nn_rows)(4, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
+    switch (SG_FN(shape)(n)) {  /* constant tile shapes: the accumulators stay in registers */
+#define SG_NN_CASE(v, hh) \
+    case 2 * (v) + (hh): SG_FN(nn_rows)(v, hh, M, k, n, A, lda, Bp, bv, C0, ldc0, idx, C, ldc, ssq); break;
+    SG_SHAPES(SG_NN_CASE)
+#undef SG_NN_CASE
+    default: break;
     }
     if (Bp != Bstack)
         free(Bp);
@@ -214,40 +354,65 @@ static int SG_FN(trial_rows)(ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
     return 0;
 }
 
-/* Rows [p0, p0 + pr) of C += A^T B, the sum over all M rows held in registers. */
+/* Rows [p0, p0 + pr) of C += A^T B (nv full + h half vectors of columns), the sum over
+ * all M rows held in registers; with colsum, colsum (nv + h slots) := the column sums of B
+ * over the M rows, from the rows the tile loads anyway. */
 static inline __attribute__((always_inline)) void
-SG_FN(tn_tile)(int pr, int nv, ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
-               const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+SG_FN(tn_tile)(int pr, int nv, int h, ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
+               const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc, SG_V *colsum)
 {
-    SG_V acc[8][4], b[4], c[4];     /* pr <= 8: 8 only with 32 vector registers */
-    for (int i = 0; i < pr; i++)
+    SG_V acc[8][4], b[4], c[4], cs[4];     /* pr <= 8: 8 only with 32 vector registers */
+    SG_H acch[8], bh = {0}, ch = {0}, csh = {0};
+    for (int i = 0; i < pr; i++) {
         for (int j = 0; j < nv; j++)
             acc[i][j] = (SG_V){0};
+        acch[i] = (SG_H){0};
+    }
+    for (int j = 0; j < nv; j++)
+        cs[j] = (SG_V){0};
     for (ptrdiff_t r = 0; r < M; r++) {
-        SG_FN(load_row)(b, B + r * ldb, nv, n);
+        SG_FN(load_row2)(b, &bh, B + r * ldb, nv, h, n);
+        if (colsum) {
+            for (int j = 0; j < nv; j++)
+                cs[j] += b[j];
+            if (h)
+                csh += bh;
+        }
         for (int i = 0; i < pr; i++) {
-            SG_T a = A[r * lda + i];
+            SG_V a = SG_FN(splat)(A[r * lda + i]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += a * b[j];
+            if (h)
+                acch[i] += SG_FN(lov)(a) * bh;
         }
     }
     for (int i = 0; i < pr; i++) {
-        SG_FN(load_row)(c, C + i * ldc, nv, n);
+        SG_FN(load_row2)(c, &ch, C + i * ldc, nv, h, n);
         for (int j = 0; j < nv; j++)
             c[j] += acc[i][j];
-        SG_FN(store_row)(C + i * ldc, c, nv, n);
+        if (h)
+            ch += acch[i];
+        SG_FN(store_row2)(C + i * ldc, c, ch, nv, h, n);
+    }
+    if (colsum) {
+        for (int j = 0; j < nv; j++)
+            colsum[j] = cs[j];
+        if (h) {
+            colsum[nv] = (SG_V){0};
+            memcpy(&colsum[nv], &csh, sizeof csh);
+        }
     }
 }
 
 static inline __attribute__((always_inline)) void
-SG_FN(tn_cols)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
-               const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+SG_FN(tn_cols)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+               ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
 {
     ptrdiff_t p = 0;
     for (; p + 4 <= k; p += 4)
-        SG_FN(tn_tile)(4, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+        SG_FN(tn_tile)(4, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
     for (; p < k; p++)
-        SG_FN(tn_tile)(1, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+        SG_FN(tn_tile)(1, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
 }
 
 static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
@@ -255,58 +420,76 @@ static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
 {
     if (n <= 0 || k <= 0)
         return 0;
-    int nv = (int)((n + SG_VL - 1) / SG_VL);
-    switch (nv) {
-    case 1: SG_FN(tn_cols)(1, M, k, n, A, lda, B, ldb, C, ldc); return 0;
-    case 2: SG_FN(tn_cols)(2, M, k, n, A, lda, B, ldb, C, ldc); return 0;
-    case 3: SG_FN(tn_cols)(3, M, k, n, A, lda, B, ldb, C, ldc); return 0;
-    case 4: SG_FN(tn_cols)(4, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    if ((n + SG_VL - 1) / SG_VL > 4)
+        return 1;
+    switch (SG_FN(shape)(n)) {
+#define SG_TN_CASE(v, hh) \
+    case 2 * (v) + (hh): SG_FN(tn_cols)(v, hh, M, k, n, A, lda, B, ldb, C, ldc); return 0;
+    SG_SHAPES(SG_TN_CASE)
+#undef SG_TN_CASE
     default: return 1;
     }
 }
 
-/* mr rows x nv vectors of Dp := (delta Wt) * sigma' (Wt: W^T packed as n rows of nv
- * vectors, zero past k), the derivative applied in the store from the rows of S:
+/* The derivative factor applied to a vector x of the product from the vector s of S:
  * deriv 1: 1 - s^2 (tanh, S = A), 2: s (1 - s) (sigmoid), 3: [s > 0] (relu), 4: s itself
- * (S = sigma'(Z)), 0: none. */
+ * (S = sigma'(Z)), 0: none.  For full and half vectors alike. */
+#define SG_DERIV_APPLY(x, s, one, deriv)                                          \
+    do {                                                                        \
+        if ((deriv) == 1)                                                       \
+            (x) *= (one) - (s) * (s);                                           \
+        else if ((deriv) == 2)                                                  \
+            (x) *= (s) * ((one) - (s));                                         \
+        else if ((deriv) == 3)                                                  \
+            (x) = (__typeof__(x))((__typeof__((s) > (s)))(x) & ((s) > (one) * 0)); \
+        else if ((deriv) == 4)                                                  \
+            (x) *= (s);                                                         \
+    } while (0)
+
+/* mr rows x (nv full + h half) vectors of Dp := (delta Wt) * sigma' (Wt: W^T packed as n
+ * rows of nv + h vectors, zero past k), the derivative applied in the store from the rows
+ * of S per `deriv` (SG_DERIV_APPLY). */
 static inline __attribute__((always_inline)) void
-SG_FN(bp_tile)(int mr, int nv, ptrdiff_t n, ptrdiff_t k, const SG_T *delta, const SG_V *Wt,
-               const SG_T *S, int deriv, SG_T *Dp)
+SG_FN(bp_tile)(int mr, int nv, int h, ptrdiff_t n, ptrdiff_t k, const SG_T *delta,
+               const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp)
 {
+    const int nt = nv + h;
     SG_V acc[4][4], w[4], s[4];
+    SG_H acch[4], wh = {0}, sh = {0};
     const SG_V one = (SG_V){0} + (SG_T)1;
-    for (int i = 0; i < mr; i++)
+    const SG_H oneh = (SG_H){0} + (SG_T)1;
+    for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nv; j++)
             acc[i][j] = (SG_V){0};
+        acch[i] = (SG_H){0};
+    }
     for (ptrdiff_t p = 0; p < n; p++) {
         for (int j = 0; j < nv; j++)
-            w[j] = Wt[p * nv + j];
+            w[j] = Wt[p * nt + j];
+        if (h)
+            wh = SG_FN(lo)(&Wt[p * nt + nv]);
         for (int i = 0; i < mr; i++) {
-            SG_T d = delta[i * n + p];
+            SG_V d = SG_FN(splat)(delta[i * n + p]);
             for (int j = 0; j < nv; j++)
                 acc[i][j] += d * w[j];
+            if (h)
+                acch[i] += SG_FN(lov)(d) * wh;
         }
     }
     for (int i = 0; i < mr; i++) {
         if (deriv) {
-            SG_FN(load_row)(s, S + i * k, nv, k);
-            for (int j = 0; j < nv; j++) {
-                if (deriv == 1)
-                    acc[i][j] *= one - s[j] * s[j];
-                else if (deriv == 2)
-                    acc[i][j] *= s[j] * (one - s[j]);
-                else if (deriv == 3)
-                    acc[i][j] = (SG_V)((__typeof__(s[j] > s[j]))acc[i][j] & (s[j] > (SG_V){0}));
-                else
-                    acc[i][j] *= s[j];
-            }
+            SG_FN(load_row2)(s, &sh, S + i * k, nv, h, k);
+            for (int j = 0; j < nv; j++)
+                SG_DERIV_APPLY(acc[i][j], s[j], one, deriv);
+            if (h)
+                SG_DERIV_APPLY(acch[i], sh, oneh, deriv);
         }
-        SG_FN(store_row)(Dp + i * k, acc[i], nv, k);
+        SG_FN(store_row2)(Dp + i * k, acc[i], acch[i], nv, h, k);
     }
 }
 
 static inline __attribute__((always_inline)) void
-SG_FN(bp_rows)(int nv, ptrdiff_t M, ptrdiff_t n, ptrdiff_t k, const SG_T *delta,
+SG_FN(bp_rows)(int nv, int h, ptrdiff_t M, ptrdiff_t n, ptrdiff_t k, const SG_T *delta,
                const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp, const SG_T *pa,
                const SG_T *pd)
 {
@@ -318,28 +501,40 @@ SG_FN(bp_rows)(int nv, ptrdiff_t M, ptrdiff_t n, ptrdiff_t k, const SG_T *delta,
             for (ptrdiff_t o = 0; o < 4 * n; o += 64 / (ptrdiff_t)sizeof(SG_T))
                 __builtin_prefetch(pd + r * n + o);
         }
-        SG_FN(bp_tile)(4, nv, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
+        SG_FN(bp_tile)(4, nv, h, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
     }
     for (; r < M; r++)
-        SG_FN(bp_tile)(1, nv, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
+        SG_FN(bp_tile)(1, nv, h, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
 }
 
 /* C += A^T B as tn_cols, in tiles of 8 rows of C where the registers hold them (AVX-512,
- * up to 3 vectors): more independent accumulators and fewer passes over B. */
+ * up to 3 vector slots), and colsum := the column sums of B (from the first tile's pass
+ * over B's rows). */
 static inline __attribute__((always_inline)) void
-SG_FN(tn_cols_bp)(int nv, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
-                  ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
+SG_FN(tn_cols_bp)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
+                  ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc,
+                  SG_V *colsum)
 {
-    ptrdiff_t p = 0;
+    ptrdiff_t p = 0;    /* the first tile, whichever it is, also sums B's columns */
 #if LYSEP_VBYTES == 64
-    if (nv <= 3)
-        for (; p + 8 <= k; p += 8)
-            SG_FN(tn_tile)(8, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+    if (nv + h <= 3 && k >= 8) {
+        SG_FN(tn_tile)(8, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
+        for (p = 8; p + 8 <= k; p += 8)
+            SG_FN(tn_tile)(8, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
+    }
 #endif
+    if (p == 0 && k >= 4) {
+        SG_FN(tn_tile)(4, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
+        p = 4;
+    }
     for (; p + 4 <= k; p += 4)
-        SG_FN(tn_tile)(4, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+        SG_FN(tn_tile)(4, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
+    if (p == 0) {
+        SG_FN(tn_tile)(1, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
+        p = 1;
+    }
     for (; p < k; p++)
-        SG_FN(tn_tile)(1, nv, M, n, A + p, lda, B, ldb, C + p * ldc, ldc);
+        SG_FN(tn_tile)(1, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
 }
 
 /* One layer of backpropagation (MATH.md §7), its rows in chunks of about 64 KB of A, delta
@@ -357,7 +552,7 @@ static int SG_FN(backprop)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
     int nvn = (int)((n + SG_VL - 1) / SG_VL), nvk = (int)((k + SG_VL - 1) / SG_VL);
     if (n <= 0 || k <= 0 || nvn > 4 || (Dp && nvk > 4))
         return 1;
-    SG_V Wstack[128], sum[4], row[4];
+    SG_V Wstack[128], sum[4];
     size_t need = Dp ? (size_t)n * nvk : 1;
     SG_V *Wt = need <= 128 ? Wstack : (SG_V *)malloc(need * sizeof(SG_V));
     if (!Wt)
@@ -374,36 +569,33 @@ static int SG_FN(backprop)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
         gb[j] = 0;
     ptrdiff_t rb = 65536 / (ptrdiff_t)((2 * k + n) * sizeof(SG_T));
     rb = rb < 8 ? 8 : rb & ~(ptrdiff_t)3;
+    int shape_n = SG_FN(shape)(n), shape_k = Dp ? SG_FN(shape)(k) : 0;
+    int dv = deriv >= 0 && deriv <= 4 ? deriv : 0;
     for (ptrdiff_t r0 = 0; r0 < M; r0 += rb) {
         ptrdiff_t mb = M - r0 < rb ? M - r0 : rb;
         const SG_T *a = A + r0 * k, *d = delta + r0 * n;
-        switch (nvn) {
-        case 1: SG_FN(tn_cols_bp)(1, mb, k, n, a, k, d, n, gW, n); break;
-        case 2: SG_FN(tn_cols_bp)(2, mb, k, n, a, k, d, n, gW, n); break;
-        case 3: SG_FN(tn_cols_bp)(3, mb, k, n, a, k, d, n, gW, n); break;
-        default: SG_FN(tn_cols_bp)(4, mb, k, n, a, k, d, n, gW, n); break;
-        }
-        for (int j = 0; j < nvn; j++)
-            sum[j] = (SG_V){0};
-        for (ptrdiff_t r = 0; r < mb; r++) {
-            SG_FN(load_row)(row, d + r * n, nvn, n);
-            for (int j = 0; j < nvn; j++)
-                sum[j] += row[j];
+        switch (shape_n) {      /* gW and the chunk's column sums of delta in one pass */
+#define SG_TNB_CASE(v, hh) \
+        case 2 * (v) + (hh): SG_FN(tn_cols_bp)(v, hh, mb, k, n, a, k, d, n, gW, n, sum); break;
+        SG_SHAPES(SG_TNB_CASE)
+#undef SG_TNB_CASE
+        default: break;
         }
         for (ptrdiff_t j = 0; j < n; j++)
             gb[j] += (double)sum[j / SG_VL][j % SG_VL];
-        if (Dp) {   /* constant tile width and derivative: the tile stays in registers */
+        if (Dp) {   /* constant tile shape and derivative: the tile stays in registers */
             const SG_T *s = S ? S + r0 * k : NULL;
             SG_T *dp = Dp + r0 * k;
             /* the next chunk's A and delta are requested while this one computes */
             const SG_T *pa = r0 + rb + mb <= M ? A + (r0 + rb) * k : NULL;
             const SG_T *pd = pa ? delta + (r0 + rb) * n : NULL;
-#define SG_BP_CASE(nv, dv) \
-            case 8 * (nv) + (dv): SG_FN(bp_rows)(nv, mb, n, k, d, Wt, s, dv, dp, pa, pd); break;
-#define SG_BP_CASES(nv) SG_BP_CASE(nv, 0) SG_BP_CASE(nv, 1) SG_BP_CASE(nv, 2) \
-            SG_BP_CASE(nv, 3) SG_BP_CASE(nv, 4)
-            switch (8 * nvk + (deriv >= 0 && deriv <= 4 ? deriv : 0)) {
-            SG_BP_CASES(1) SG_BP_CASES(2) SG_BP_CASES(3) SG_BP_CASES(4)
+#define SG_BP_CASE(v, hh, dd) \
+            case 16 * (2 * (v) + (hh)) + (dd): \
+                SG_FN(bp_rows)(v, hh, mb, n, k, d, Wt, s, dd, dp, pa, pd); break;
+#define SG_BP_CASES(v, hh) SG_BP_CASE(v, hh, 0) SG_BP_CASE(v, hh, 1) SG_BP_CASE(v, hh, 2) \
+            SG_BP_CASE(v, hh, 3) SG_BP_CASE(v, hh, 4)
+            switch (16 * shape_k + dv) {
+            SG_SHAPES(SG_BP_CASES)
             default: break;
             }
 #undef SG_BP_CASES
@@ -422,9 +614,9 @@ SG_FN(gram_group)(int nv, ptrdiff_t M, ptrdiff_t j0, ptrdiff_t w, const SG_T *A,
 {
     ptrdiff_t p = 0, j1 = j0 + w;
     for (; p + 4 <= j1; p += 4)
-        SG_FN(tn_tile)(4, nv, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc);
+        SG_FN(tn_tile)(4, nv, 0, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc, NULL);
     for (; p < j1; p++)
-        SG_FN(tn_tile)(1, nv, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc);
+        SG_FN(tn_tile)(1, nv, 0, M, w, A + p, lda, A + j0, lda, C + p * ldc + j0, ldc, NULL);
 }
 
 /* The upper triangle (p <= j) of the Gram matrix of A's rows: C (n x n) += A^T A there;
@@ -485,6 +677,11 @@ static double SG_FN(ssq)(ptrdiff_t n, const SG_T *x)
 
 #undef SG_CAT3_
 #undef SG_CAT3
+#undef SG_HALF_OK
+#undef SG_H
+#undef SG_HL
+#undef SG_SHAPES
+#undef SG_DERIV_APPLY
 #undef SG_FN
 #undef SG_V
 #undef SG_VL

@@ -53,6 +53,38 @@ def test_tn_product_accumulates(vb, M, k, n, dtype):
     close(C, expect, dtype, scale=max(M, 1) * 4.0)
 
 
+@pytest.mark.parametrize("vb", WIDTHS)
+def test_every_tile_shape_of_the_narrow_kernels(vb, dtype):
+    """Every output width the kernels take, 1 .. 4 vectors: the rows' last columns go in
+    a full vector or, when they fit, a half-width one (2 nv + h shapes), so each shape of
+    the rows product, the A^T B product and the fused backprop kernel (gW, gb, Dp) runs
+    here for each variant."""
+    width = 4 * vb // np.dtype(dtype).itemsize
+    M = 13                                    # three 4-row tiles and a single row
+    for n in range(1, width + 1):
+        k = (n * 7) % width + 1               # the other dimension varies too
+        A = rng.normal(size=(M, k)).astype(dtype)
+        B = rng.normal(size=(k, n)).astype(dtype)
+        bias = rng.normal(size=n).astype(dtype)
+        C0 = rng.normal(size=(M, n)).astype(dtype)
+        C = np.full((M, n), np.nan, dtype)
+        _fnn_blocks._rows_product(A, B, 0.75, C0, bias, C, vb)
+        close(C, 0.75 * (A.astype(np.float64) @ B) + bias + C0, dtype, scale=k * 4.0)
+        D = rng.normal(size=(M, n)).astype(dtype)
+        G = rng.normal(size=(k, n)).astype(dtype)
+        expect = G.astype(np.float64) + A.astype(np.float64).T @ D
+        _fnn_blocks._tn_product(A, D, G, vb)
+        close(G, expect, dtype, scale=M * 4.0)
+        S = np.tanh(A)
+        gW, gb = np.full((k, n), np.nan, dtype), np.full(n, np.nan)
+        Dp = np.full((M, k), np.nan, dtype)
+        assert _fnn_blocks._backprop_product(S, D, B, S, 1, gW, gb, Dp, vb)
+        S64, D64 = S.astype(np.float64), D.astype(np.float64)
+        close(gW, S64.T @ D64, dtype, scale=M * 1.0)
+        close(gb, D64.sum(axis=0), dtype, scale=M * 1.0)
+        close(Dp, (D64 @ B.T.astype(np.float64)) * (1 - S64 * S64), dtype, scale=n * 4.0)
+
+
 def _layer(dtype, N, n_in, n_out):
     A = np.tanh(rng.normal(size=(N, n_in))).astype(dtype)
     W = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
