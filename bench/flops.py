@@ -17,47 +17,58 @@ Per sweep, block by block (what the compiled kernels in src/_fnn_blocks.pyx comp
   trials = log2(start / eta_after) + 1 (capped at max_backtracks + 1).
 * last hidden Z block (Z_{m-1}): logits 2NnK, gradient W (P - Y) 2NnK, and 2nK per
   row per trial.
-* ridge block of layer i (p = p_i, q = n_i): right-hand side (Z - b) A^T 2Npq, Gram A A^T
+* ridge block of layer i (p = p_i, q = n_i), unless the layer is at its fit (the sweep
+  skips its ridge, ``stats['ridge_at_fit']``): right-hand side (Z - b) A^T 2Npq, Gram A A^T
   by SYRK Np(p+1), Cholesky p^3/3, two TRSMs 2qp^2, new residual 2Npq.  A fallback
   to the minimum-norm solve (``stats['fallbacks']``; which layer fell back is not
   reported, so each fallback is charged to a layer of the widest hidden width) adds an
   eigendecomposition counted 4p^3 (tridiagonal reduction 4/3 p^3 plus eigenvector
   back-transformation, divide and conquer) and two GEMMs 4qp^2.
 * bias block: no matrix products.
-* hidden Z block of layer j (n = n_j, n2 = n_{j+1}): target Zb = R_{j+1} + A_j W_{j+1}
-  2N n n2, gradient W_{j+1} R_{j+1}^T 2N n n2, and 2 n n2 per row per trial.
+* hidden Z block of layer j (n = n_j, n2 = n_{j+1}): gradient W_{j+1} R_{j+1}^T 2N n n2 (the
+  target Zb = Z_{j+1} - b_{j+1} is a subtraction), and 2 n n2 per row per trial; nothing
+  when the sweep skips it (both layers at their fit).
 
 Rows actually evaluated: the kernels evaluate only the rows still searching (packed
 into one GEMM per trial).  Each Z block runs once per sweep per layer, and the kernel
 leaves each row's last step in the state's ``eta_z`` (per-sample steps): a row that
 started at ``start_r = min(grow * eta_before_r, eta_max)`` and ended at ``eta_after_r``
 was evaluated ``log2(start_r / eta_after_r) + 1`` times (capped at max_backtracks + 1,
-the one case where the last shrink is not followed by a trial).  ``row_trials``
-computes this from a snapshot of ``eta_z`` taken before the sweep (outside the timed
-region); the maximum over the rows of a block equals the block's trial count, and
-the sum over blocks of those maxima is checked against the sweep's ``stats['trials']``.
+the one case where the last shrink is not followed by a trial).  A row that gave up
+before its first trial (its promised decrease below the rounding level) also ends at
+``start_r`` but was evaluated 0 times; it is told apart from a row accepted at its first
+trial because its Z row did not change.  ``row_trials`` computes this from snapshots of
+``eta_z`` and ``Z`` taken before the sweep (outside the timed region); the maximum over
+the rows of a block equals the block's trial count, and the sum over blocks of those
+maxima is checked against the sweep's ``stats['trials']``.
 """
 import numpy as np
 
 
-def row_trials(eta_before, eta_after, search):
-    """Per-row number of trial evaluations of one Z block (see the module docstring)."""
+def row_trials(eta_before, eta_after, search, moved=None):
+    """Per-row number of trial evaluations of one Z block (see the module docstring);
+    moved[r]: whether row r's Z changed (None: count rows that kept their step as
+    evaluated once)."""
     start = np.minimum(np.asarray(eta_before, dtype=np.float64) * search.grow, search.eta_max)
     after = np.asarray(eta_after, dtype=np.float64)
     k = np.rint(np.log(start / after) / np.log(1.0 / search.shrink)).astype(np.int64) + 1
-    return np.clip(k, 1, search.max_backtracks + 1)
+    k = np.clip(k, 1, search.max_backtracks + 1)
+    if moved is not None:
+        k[(k == 1) & ~np.asarray(moved)] = 0
+    return k
 
 
 def output_trials(eta_before, eta_after, search):
     return int(row_trials(np.array([eta_before]), np.array([eta_after]), search)[0])
 
 
-def sweep_flops(sizes, N, rows, out_trials, fallbacks=0):
+def sweep_flops(sizes, N, rows, out_trials, fallbacks=0, ridge_at_fit=(), z_skipped=()):
     """Flops of one sweep.
 
     sizes: (d, n_0, ..., n_{m-1}, K); rows[i]: total rows evaluated over all trials of
-    layer i's Z block; out_trials: backtracking trials of the output block.
-    Returns (total, {block kind: flops}).
+    layer i's Z block; out_trials: backtracking trials of the output block;
+    ridge_at_fit: layers whose ridge block the sweep skipped; z_skipped: hidden Z blocks
+    it did not run.  Returns (total, {block kind: flops}).
     """
     d, *hidden, K = sizes
     m = len(hidden)
@@ -66,11 +77,15 @@ def sweep_flops(sizes, N, rows, out_trials, fallbacks=0):
     parts["output"] += 2.0 * N * n * K * (2 + out_trials)
     parts["z"] += 2.0 * N * n * K * 2 + 2.0 * n * K * rows[m - 1]
     for i in range(m):
+        if i in ridge_at_fit:
+            continue
         p, q = (d if i == 0 else hidden[i - 1]), hidden[i]
         parts["ridge"] += 4.0 * N * p * q + N * p * (p + 1.0) + p ** 3 / 3.0 + 2.0 * q * p * p
     for j in range(m - 1):
+        if j in z_skipped:
+            continue
         n, n2 = hidden[j], hidden[j + 1]
-        parts["z"] += 4.0 * N * n * n2 + 2.0 * n * n2 * rows[j]
+        parts["z"] += 2.0 * N * n * n2 + 2.0 * n * n2 * rows[j]
     w = max(hidden)
     parts["ridge"] += fallbacks * (4.0 * w ** 3 + 4.0 * w ** 3)
     return sum(parts.values()), parts
@@ -85,15 +100,25 @@ class SweepCounter:
 
     def before(self):
         self.eta_z = [e.copy() for e in self.state.eta_z]
+        self.Z = [z.copy() for z in self.state.Z]
+        self.r = list(self.state.r)
         self.eta_out = self.state.eta_out
 
     def after(self, stats):
         st, search = self.state, self.state.search
-        per_row = [row_trials(b, a, search) for b, a in zip(self.eta_z, st.eta_z)]
+        moved = [(z0 != z).reshape(z.shape[0], -1).any(axis=1) for z0, z in zip(self.Z, st.Z)]
+        per_row = [row_trials(b, a, search, mv) if b.shape == a.shape == mv.shape else
+                   row_trials(b, a, search)            # a shared step: one for all rows
+                   for b, a, mv in zip(self.eta_z, st.eta_z, moved)]
         rows = [int(k.sum()) for k in per_row]
         block_trials = sum(int(k.max()) for k in per_row if k.size)
         out_t = output_trials(self.eta_out, st.eta_out, search)
-        total, parts = sweep_flops(self.sizes, st.N, rows, out_t, stats.get("fallbacks", 0))
+        # hidden Z blocks not run: both residuals exactly zero when the sweep reached them
+        # (r only becomes nonzero through a block that ran, so zero before and after)
+        z_skipped = [j for j in range(st.m - 1) if self.r[j] == 0.0 == st.r[j]
+                     and self.r[j + 1] == 0.0 == st.r[j + 1]]
+        total, parts = sweep_flops(self.sizes, st.N, rows, out_t, stats.get("fallbacks", 0),
+                                   stats.get("ridge_at_fit", ()), z_skipped)
         return {"flops": total, "flops_by_block": parts, "rows_evaluated": rows,
                 "rows_per_sample": sum(rows) / (st.N * len(rows)),
                 "output_trials": out_t, "trials_from_steps": block_trials,

@@ -338,7 +338,8 @@ class LySepState:
     # -- one sweep from the output down (MATH.md §4) -----------------------------
     def sweep(self):
         """Run one sweep of Algorithm 1; return a dict of diagnostics."""
-        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "at_fit": 0}
+        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "at_fit": 0,
+                      "ridge_at_fit": []}
         self._timed("output", self._output_block)
         self._timed("z", self._last_hidden_block)
         for i in range(self.m - 1, -1, -1):
@@ -347,6 +348,7 @@ class LySepState:
             # 0 too): no candidate could lower J, so the blocks are not computed
             if self.r[i] == 0.0 and self.ridge_lambda(i) == 0.0:
                 self.stats["at_fit"] += 1
+                self.stats["ridge_at_fit"].append(i)
             else:
                 self._timed("ridge", self._ridge_block, i)
             if self.r[i] != 0.0:
