@@ -27,7 +27,7 @@ Per sweep, block by block (what the compiled kernels in src/_fnn_blocks.pyx comp
 * bias block: no matrix products.
 * hidden Z block of layer j (n = n_j, n2 = n_{j+1}): gradient W_{j+1} R_{j+1}^T 2N n n2 (the
   target Zb = Z_{j+1} - b_{j+1} is a subtraction), and 2 n n2 per row per trial; nothing
-  when the sweep skips it (both layers at their fit).
+  when the sweep skips it (both layers at their fit, ``stats['z_at_fit']``).
 
 Rows actually evaluated: the kernels evaluate only the rows still searching (packed
 into one GEMM per trial).  Each Z block runs once per sweep per layer, and the kernel
@@ -62,13 +62,13 @@ def output_trials(eta_before, eta_after, search):
     return int(row_trials(np.array([eta_before]), np.array([eta_after]), search)[0])
 
 
-def sweep_flops(sizes, N, rows, out_trials, fallbacks=0, ridge_at_fit=(), z_skipped=()):
+def sweep_flops(sizes, N, rows, out_trials, fallbacks=0, ridge_at_fit=(), z_at_fit=()):
     """Flops of one sweep.
 
     sizes: (d, n_0, ..., n_{m-1}, K); rows[i]: total rows evaluated over all trials of
     layer i's Z block; out_trials: backtracking trials of the output block;
-    ridge_at_fit: layers whose ridge block the sweep skipped; z_skipped: hidden Z blocks
-    it did not run.  Returns (total, {block kind: flops}).
+    ridge_at_fit, z_at_fit: the layers whose ridge block and hidden Z block the sweep did
+    not run (its stats).  Returns (total, {block kind: flops}).
     """
     d, *hidden, K = sizes
     m = len(hidden)
@@ -82,7 +82,7 @@ def sweep_flops(sizes, N, rows, out_trials, fallbacks=0, ridge_at_fit=(), z_skip
         p, q = (d if i == 0 else hidden[i - 1]), hidden[i]
         parts["ridge"] += 4.0 * N * p * q + N * p * (p + 1.0) + p ** 3 / 3.0 + 2.0 * q * p * p
     for j in range(m - 1):
-        if j in z_skipped:
+        if j in z_at_fit:
             continue
         n, n2 = hidden[j], hidden[j + 1]
         parts["z"] += 2.0 * N * n * n2 + 2.0 * n * n2 * rows[j]
@@ -101,7 +101,6 @@ class SweepCounter:
     def before(self):
         self.eta_z = [e.copy() for e in self.state.eta_z]
         self.Z = [z.copy() for z in self.state.Z]
-        self.r = list(self.state.r)
         self.eta_out = self.state.eta_out
 
     def after(self, stats):
@@ -113,12 +112,8 @@ class SweepCounter:
         rows = [int(k.sum()) for k in per_row]
         block_trials = sum(int(k.max()) for k in per_row if k.size)
         out_t = output_trials(self.eta_out, st.eta_out, search)
-        # hidden Z blocks not run: both residuals exactly zero when the sweep reached them
-        # (r only becomes nonzero through a block that ran, so zero before and after)
-        z_skipped = [j for j in range(st.m - 1) if self.r[j] == 0.0 == st.r[j]
-                     and self.r[j + 1] == 0.0 == st.r[j + 1]]
         total, parts = sweep_flops(self.sizes, st.N, rows, out_t, stats.get("fallbacks", 0),
-                                   stats.get("ridge_at_fit", ()), z_skipped)
+                                   stats.get("ridge_at_fit", ()), stats.get("z_at_fit", ()))
         return {"flops": total, "flops_by_block": parts, "rows_evaluated": rows,
                 "rows_per_sample": sum(rows) / (st.N * len(rows)),
                 "output_trials": out_t, "trials_from_steps": block_trials,

@@ -338,8 +338,8 @@ class LySepState:
     # -- one sweep from the output down (MATH.md §4) -----------------------------
     def sweep(self):
         """Run one sweep of Algorithm 1; return a dict of diagnostics."""
-        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "at_fit": 0,
-                      "ridge_at_fit": []}
+        self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "ridge_at_fit": [],
+                      "z_at_fit": []}
         self._timed("output", self._output_block)
         self._timed("z", self._last_hidden_block)
         for i in range(self.m - 1, -1, -1):
@@ -347,7 +347,6 @@ class LySepState:
             # minimum, 0 (for W_i only while lambda_i = 0, i.e. every earlier residual is
             # 0 too): no candidate could lower J, so the blocks are not computed
             if self.r[i] == 0.0 and self.ridge_lambda(i) == 0.0:
-                self.stats["at_fit"] += 1
                 self.stats["ridge_at_fit"].append(i)
             else:
                 self._timed("ridge", self._ridge_block, i)
@@ -459,7 +458,7 @@ class LySepState:
             eta /= lipschitz
             eta *= lipschitz
             self.stats["failed_rows"] += self.N
-            self.stats["at_fit"] += 1
+            self.stats["z_at_fit"].append(j)
             return
         n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
         # work arrays of a block of rows (all N for a shared step)

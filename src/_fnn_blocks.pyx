@@ -340,7 +340,8 @@ cdef int _search_alloc(_Search *s, Py_ssize_t N, double lipschitz, double shrink
 
 
 cdef void _search_free(_Search *s) noexcept nogil:
-    free(s.f0); free(s.floor); free(s.gsq); free(s.step); free(s.f_trial); free(s.active); free(s.accept)
+    free(s.f0); free(s.floor); free(s.gsq); free(s.step); free(s.f_trial); free(s.active)
+    free(s.accept)
 
 
 cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
@@ -375,8 +376,8 @@ cdef void _search_give_up(_Search *s, Py_ssize_t n_active) noexcept nogil:
     else:
         for a in range(n_active):
             i = s.active[a]
-            s.accept[a] = (_GIVE_UP if s.step[i] * s.gsq[i] <= s.noise * fabs(s.f0[i]) + s.floor[i]
-                           else _RETRY)
+            s.accept[a] = (_GIVE_UP if s.step[i] * s.gsq[i]
+                           <= s.noise * fabs(s.f0[i]) + s.floor[i] else _RETRY)
 
 
 cdef Py_ssize_t _search_drop(_Search *s, Py_ssize_t n_active) noexcept nogil:
@@ -653,8 +654,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
 
 cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, int kind,
                         const floating *Z, const floating *A, const floating *R,
-                        const floating *R_next, const floating *Z_next, const floating *b_next,
-                        const floating *W, const floating *WT,
+                        const floating *R_next, const floating *Z_next,
+                        const floating *b_next, const floating *W, const floating *WT,
                         double omega, double omega_next, int max_backtracks, double *eta,
                         floating *Z_out, floating *A_out, floating *R_out,
                         floating *R_next_out, floating *Ac, floating *g, floating *Zb,
@@ -685,7 +686,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         rs[i] = _ssq(n, R + i * n)
         rns[i] = _ssq(n2, R_next + i * n2)
         s.f0[i] = omega * rs[i] + omega_next * rns[i]
-        s.floor[i] = s.eps2 * (omega * _ssq(n, Z + i * n) + omega_next * _ssq(n2, Zb + i * n2))
+        s.floor[i] = s.eps2 * (omega * _ssq(n, Z + i * n)
+                               + omega_next * _ssq(n2, Zb + i * n2))
     rows_gemm(nb, n2, n, R_next, n2, WT, n, <floating>1, <floating *>NULL, 0,
               <floating *>NULL, g, n)
     for i in range(nb * n):
@@ -738,7 +740,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
 
 def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] R,
                   const floating[:, ::1] R_next, const floating[:, ::1] W_next,
-                  const floating[:, ::1] Z_next, const floating[::1] b_next, int kind, double omega, double omega_next, double[::1] eta, double lipschitz,
+                  const floating[:, ::1] Z_next, const floating[::1] b_next, int kind,
+                  double omega, double omega_next, double[::1] eta, double lipschitz,
                   int max_backtracks, double shrink, double armijo, double grow, double eta_max,
                   floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
                   floating[:, ::1] R_next_out, floating[:, ::1] work_D,
@@ -809,8 +812,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
             r0 += nb
         if n_failed < N:                 # some row moved: the others keep their values
-            for r0 in range(n_failed):
-                i = kept[r0]
+            for j in range(n_failed):
+                i = kept[j]
                 _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0], &Z_out[0, 0], Ao,
                           &R_out[0, 0])
                 memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))

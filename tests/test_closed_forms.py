@@ -79,7 +79,7 @@ def test_layers_at_their_fit_skip_the_closed_form_blocks(backend):
     before = [(st.W[i].copy(), st.b[i].copy()) for i in frozen]
     J0 = st.J
     stats = st.sweep()
-    assert stats["at_fit"] >= len([i for i in frozen if st.r[i] == 0.0])
+    assert {i for i in frozen if st.r[i] == 0.0} <= set(stats["ridge_at_fit"])
     assert st.J <= J0
     for i, (Wi, bi) in zip(frozen, before):
         if st.r[i] == 0.0:            # still at the fit: its blocks never ran
@@ -116,9 +116,9 @@ def test_z_block_between_layers_at_their_fit_is_the_kernels_no_op(backend, per_s
         sr.armijo, sr.grow, sr.eta_max, *out, *work)
     assert res[2:] == (st.N, 0)
     Z, R, J = st.Z[j], st.R[j].copy(), st.J
-    st.stats = {"failed_rows": 0, "trials": 0, "at_fit": 0}
+    st.stats = {"failed_rows": 0, "trials": 0, "z_at_fit": []}
     st._hidden_block(j)
-    assert st.stats["at_fit"] == 1 and st.stats["failed_rows"] == st.N
+    assert st.stats["z_at_fit"] == [j] and st.stats["failed_rows"] == st.N
     assert st.Z[j] is Z and st.J == J
     np.testing.assert_array_equal(st.R[j], R)
     np.testing.assert_array_equal(st.eta_z[j], eta)
