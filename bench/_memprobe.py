@@ -1,6 +1,7 @@
 """Fresh-process memory probe for bench.memory (run as a script; prints one JSON line).
 
-argv[1]: JSON {"mode": "state" | "fit", "N", "width", "depth", "dtype", "sweeps", "threads"}.
+argv[1]: JSON {"mode": "state" | "fit", "N", "width", "depth", "dtype", "sweeps", "threads",
+"low_memory"}.
 The data is made first; then tracemalloc starts (NumPy reports its array allocations to
 it) and the method runs; peak RSS: VmHWM from /proc (see _peak_mib), getrusage's
 ru_maxrss reported beside it.
@@ -66,10 +67,11 @@ def main():
             from lysep._fnn import init_parameters
             from lysep._sweep import LySepState
             W, b = init_parameters(sizes, np.random.default_rng(0), dtype)
-            st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01)
+            st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01,
+                            low_memory=cfg.get("low_memory", False))
             for _ in range(cfg.get("sweeps", 1)):
                 st.sweep()
-            groups = {"Z": st.Z, "A (on demand)": st.A.held(), "R": st.R,
+            groups = {"Z": st.Z, "A (on demand)": st.A.held(), "R": st.R or [],
                       "candidates (shared spares)": st.spares.arrays(),
                       "workspace": list(st.ws._arrays.values())}
             held = {k: sum(a.nbytes for a in v) / 2**20 for k, v in groups.items()}
@@ -79,11 +81,12 @@ def main():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 FNNClassifier((w,) * depth, max_iter=cfg.get("sweeps", 1), random_state=0,
-                              dtype=dtype, n_threads=cfg.get("threads", 1)).fit(X, y)
+                              dtype=dtype, n_threads=cfg.get("threads", 1),
+                              low_memory=cfg.get("low_memory", False)).fit(X, y)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(json.dumps({
-        "mode": cfg["mode"], "N": N, "width": w, "depth": depth, "dtype": cfg["dtype"],
+        "mode": cfg["mode"], "low_memory": cfg.get("low_memory", False), "N": N, "width": w, "depth": depth, "dtype": cfg["dtype"],
         "sweeps": cfg.get("sweeps", 1), "seconds": time.perf_counter() - t0,
         "minimum_mib": (z_bytes + data_bytes) / 2**20, "z_mib": z_bytes / 2**20,
         "data_mib": data_bytes / 2**20,

@@ -21,9 +21,11 @@ import subprocess
 import sys
 
 
-def probe(mode, N, width, depth, dtype="float64", sweeps=1, threads=1, timeout=1800):
+def probe(mode, N, width, depth, dtype="float64", sweeps=1, threads=1, timeout=1800,
+          low_memory=False):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_memprobe.py")
-    cfg = dict(mode=mode, N=N, width=width, depth=depth, dtype=dtype, sweeps=sweeps, threads=threads)
+    cfg = dict(mode=mode, N=N, width=width, depth=depth, dtype=dtype, sweeps=sweeps, threads=threads,
+               low_memory=low_memory)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, script, json.dumps(cfg)], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=os.path.dirname(script))

@@ -9,7 +9,8 @@ from . import _activation, _fnn_blocks, _reference, _softmax
 _NAMES = ("activation", "softmax_ce", "affine", "layer_forward", "network_forward", "residual",
           "output_step", "z_last_step", "z_hidden_step", "ridge_update", "bias_update",
           "backprop_layer", "backprop_step", "squared_norm", "z_last_work_rows",
-          "z_hidden_work_rows")
+          "z_hidden_work_rows", "z_last_step_lean", "z_hidden_step_lean",
+          "bias_update_lean")
 
 
 def _compiled(name):

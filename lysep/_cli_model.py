@@ -48,6 +48,8 @@ def add_commands(subparsers):
         train.add_argument(flag, type=typ, dest=name, default=None, help=text)
     train.add_argument("--early-stopping", action="store_true", default=None,
                        help="stop on a held-out validation split, keep the best weights")
+    train.add_argument("--low-memory", action="store_true", default=None,
+                       help="store only the auxiliary variables Z (recompute residuals)")
     train.add_argument("--verbose", action="store_true", default=None,
                        help="print one line per iteration")
     train.set_defaults(func=_train)
@@ -129,6 +131,7 @@ def _train(args):
     params = {name: getattr(args, name) for _, _, name, _ in _ESTIMATOR_FLAGS}
     params["early_stopping"] = args.early_stopping
     params["verbose"] = args.verbose
+    params["low_memory"] = args.low_memory
     params = {k: v for k, v in params.items() if v is not None}
     if "hidden_layer_sizes" in params:
         try:

@@ -90,6 +90,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     z_step : {"per_sample", "shared"}, default="per_sample"
         Line search on the auxiliary variables: one step size per sample (exact block
         descent, MATH.md §4) or the paper's single shared step.
+    low_memory : bool, default=False
+        ``solver="lysep"`` only: store the auxiliary variables Z_l and one candidate
+        array instead of also every layer's residual and three candidates (peak
+        about 1.25 m N n numbers instead of about 3 m N n for m hidden layers of width
+        n).  Every block then recomputes the residuals and activations it reads, a
+        block of rows at a time: two more products per Z block and one per bias block
+        (measured in ``bench/``).  Same method, same guarantees; the trajectory agrees
+        with the default's to rounding.  The Z blocks hold work arrays of every row
+        with ``z_step="shared"``, so the saving needs ``"per_sample"``.
     tol : float, default=0.0
         Training stops when the optimised objective (J for lysep, the training loss
         for gd) has not decreased by more than ``tol`` for ``n_iter_no_change``
@@ -149,7 +158,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(20, 20, 20), activation="tanh", solver="lysep", *,
                  max_iter=300, learning_rate_init=0.1, penalty_scale=0.01,
-                 z_step="per_sample", tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 z_step="per_sample", low_memory=False, tol=0.0, n_iter_no_change=10, dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -159,6 +168,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate_init = learning_rate_init
         self.penalty_scale = penalty_scale
         self.z_step = z_step
+        self.low_memory = low_memory
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
@@ -189,6 +199,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                              "set hidden_layer_sizes to e.g. (20,)")
         check_choice(self.activation, "activation", ACTIVATION_CODES)
         check_choice(self.z_step, "z_step", Z_STEPS)
+        if not isinstance(self.low_memory, (bool, np.bool_)):
+            raise ValueError(f"low_memory must be True or False, got {self.low_memory!r}")
         check_choice(self.backend, "backend", BACKENDS)
         check_training_params(self)
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)
@@ -240,12 +252,13 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         if (continuing and isinstance(old, LySepState) and old.X.shape == X.shape
                 and old.X.dtype == X.dtype and np.array_equal(old.X, X)
                 and np.array_equal(old.y, y) and old.s == self.penalty_scale
+                and old.low_memory == bool(self.low_memory)
                 and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
             return old      # resume Z, step sizes and J exactly (not after early stopping
             #                 gave coefs_ the best validation weights instead of the last)
         state = LySepState(backend, X, y, weights, biases, self.activation,
                            self.penalty_scale, per_sample=self.z_step == "per_sample",
-                           search=LineSearch())
+                           search=LineSearch(), low_memory=self.low_memory)
         # blocks late in training decrease J by ~1e-4..1e-6 of J: a floor above that
         # turns the J safeguard into a coin toss (measured on the circle: float32 stalls
         # at 14 and 19 hidden layers of 20, floors 3e-4 and 6 at J = 0.7)

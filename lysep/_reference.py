@@ -240,6 +240,7 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
     it is ill conditioned (reciprocal condition estimate below rcond_min).
+    R_out may be None (the low-memory sweep: the residual is not stored).
     Returns (||R_out||^2, ||W_out||^2, status)."""
     N, n_in = A_prev.shape
     Zb = Z - b
@@ -256,8 +257,10 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
         inv = np.where(keep, 1 / np.where(keep, w, 1), 0).astype(G.dtype)
         W_out[...] = Q @ (inv[:, None] * (Q.T @ (A_prev.T @ Zb)))
         status = 1
-    R_out[...] = Zb - A_prev @ W_out
-    return _ssq(R_out), _ssq(W_out), status
+    R = (Zb - A_prev @ W_out).astype(A_prev.dtype, copy=False)
+    if R_out is not None:
+        R_out[...] = R
+    return _ssq(R), _ssq(W_out), status
 
 
 def bias_update(R, b, R_out, b_out):
@@ -266,6 +269,66 @@ def bias_update(R, b, R_out, b_out):
     b_out[...] = b + mean
     R_out[...] = R - mean
     return _ssq(R_out)
+
+
+# -- the low-memory sweep: residuals and activations recomputed, not stored ---------
+def _lean_residual(src, kind_prev, W, b, Z, R_out):
+    """R_out := (Z - b) - sigma(src) W; src is X when kind_prev < 0, else the previous
+    layer's Z."""
+    A = src
+    if kind_prev >= 0:
+        A = np.empty_like(src)
+        activation(src, kind_prev, A)
+    R_out[...] = (Z - b) - A @ W
+
+
+def _recomputed(src, kind_prev, W, b, Z, kind):
+    """The residual and the activations a low-memory Z block recomputes."""
+    R = np.empty_like(Z)
+    _lean_residual(src, kind_prev, W, b, Z, R)
+    A = np.empty_like(Z)
+    activation(Z, kind, A)
+    return R, A
+
+
+def z_last_step_lean(src, kind_prev, W, b, Z, W_next, b_next, y, kind, omega, eta,
+                     lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out):
+    """z_last_step from recomputed R = (Z - b) - sigma(src) W and A = sigma(Z); only
+    Z_out is written."""
+    R, A = _recomputed(src, kind_prev, W, b, Z, kind)
+    return z_last_step(Z, A, R, W_next, b_next, y, kind, omega, eta, lipschitz,
+                       max_backtracks, shrink, armijo, grow, eta_max, Z_out, None,
+                       np.empty_like(R), None, None, None)
+
+
+def z_hidden_step_lean(src, kind_prev, W, b, Z, W_next, Z_next, b_next, kind, omega,
+                       omega_next, eta, lipschitz, max_backtracks, shrink, armijo, grow,
+                       eta_max, Z_out):
+    """z_hidden_step from recomputed R = (Z - b) - sigma(src) W, A = sigma(Z) and
+    R_next = (Z_next - b_next) - A W_next; only Z_out is written."""
+    R, A = _recomputed(src, kind_prev, W, b, Z, kind)
+    R_next = (Z_next - b_next) - A @ W_next
+    return z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_next,
+                         eta, lipschitz, max_backtracks, shrink, armijo, grow, eta_max,
+                         Z_out, None, np.empty_like(R), np.empty_like(R_next), None, None,
+                         None, None)
+
+
+def bias_update_lean(A_prev, W, Z, b, b_out):
+    """b_out := b + d, d the mean of the rows of R = (Z - b) - A_prev W; returns
+    ||R - d||^2 = ||R||^2 - 2 d.sum(R) + N ||d||^2, or, when that is below ||R||^2 / 2,
+    ||(Z - b_out) - A_prev W||^2 computed again."""
+    N = Z.shape[0]
+    R = (Z - b) - A_prev @ W
+    col = R.sum(axis=0, dtype=np.float64)
+    s = _ssq(R)
+    d = (col / N).astype(Z.dtype)
+    b_out[...] = b + d
+    d = d.astype(np.float64)
+    r = s + float(N * (d @ d) - 2 * (d @ col))
+    if r < 0.5 * s:
+        r = _ssq((Z - b_out) - A_prev @ W)
+    return r
 
 
 def backprop_layer(delta, A_prev, W, grad_W_out, grad_b_out, D_prev=None,

@@ -152,6 +152,11 @@ class _Activations:
         if A is not None:
             self.spares.give(A)
 
+    def forget_all(self):
+        """Give back every activation (a low-memory Z block recomputes its own)."""
+        for i in list(self._cache):
+            self.spares.give(self._cache.pop(i))
+
     def trim(self):
         """Give back every activation but the one read last."""
         for i in [i for i in self._cache if i != self._last]:
@@ -169,12 +174,14 @@ class Forward:
         self.kind = ACTIVATION_CODES[activation]
         self.ws = _Workspace(dtype)
 
-    def logits(self, X, weights, biases, keep_layers=False, keep_pre=False):
+    def logits(self, X, weights, biases, keep_layers=False, keep_pre=False, Z_out=None):
         """Return the logits.  With keep_layers the activations A[i] stay in self.A, and
         with keep_pre also the pre-activations Z[i] in self.Z, in buffers reused by the
         next call.  Without, rows are independent: the pass runs a chunk of rows at a
         time through two alternating chunk buffers, so an evaluation of the loss holds
-        the logits and two chunks, not whole layers (MATH.md §4 "Memory")."""
+        the logits and two chunks, not whole layers (MATH.md §4 "Memory"); Z_out, a list
+        of (N, n_i) arrays, then receives the pre-activations (the low-memory sweep's
+        start)."""
         if keep_layers:
             return self._logits_kept(X, weights, biases, keep_pre)
         N, L = X.shape[0], len(weights)
@@ -187,7 +194,8 @@ class Forward:
             nb = prev.shape[0]
             for i in range(L - 1):
                 A = self.ws(f"A{i % 2}", (rows, weights[i].shape[1]))[:nb]
-                self.k.layer_forward(prev, weights[i], biases[i], self.kind, A)
+                self.k.layer_forward(prev, weights[i], biases[i], self.kind, A,
+                                     None if Z_out is None else Z_out[i][r0:r0 + nb])
                 prev = A
             self.k.affine(prev, weights[-1], biases[-1], G[r0:r0 + nb])
         return G
@@ -220,11 +228,17 @@ class LySepState:
 
     ``weights`` and ``biases`` are lists of arrays owned by the caller; the state
     replaces their entries (never mutates them half-way) when a block is accepted.
+
+    ``low_memory``: store the Z[i] and nothing else of their size but one candidate
+    (MATH.md §4 "Memory"): every block recomputes the residuals and activations it
+    reads, a block of rows at a time, from the Z (about 1.25 m N n numbers instead of
+    about 3 m N n, for two more products per Z block and one per bias block).
     """
 
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
-                 per_sample=True, search=LineSearch()):
+                 per_sample=True, search=LineSearch(), low_memory=False):
         self.k, self.X, self.y = backend, X, y
+        self.low_memory = bool(low_memory)
         self.W, self.b = weights, biases
         self.activation = activation
         self.kind = ACTIVATION_CODES[activation]
@@ -243,7 +257,7 @@ class LySepState:
         self.spares = _SparePool(X.dtype)
         # MATH.md §3 consistency: Z from the forward pass, so every R is 0 and J = L(F)
         self._init_auxiliary()
-        self.R = [np.zeros_like(Z) for Z in self.Z]
+        self.R = None if self.low_memory else [np.zeros_like(Z) for Z in self.Z]
         shapes = [Z.shape for Z in self.Z]
         self.Z2, self.A2, self.R2 = (_Candidates(self.spares, shapes) for _ in range(3))
         self.W2 = [np.empty_like(W) for W in weights]
@@ -265,6 +279,13 @@ class LySepState:
         the state takes over the pass's buffers of Z and of the last activation (what the
         first block reads); the other activations are dropped."""
         fwd = Forward(self.k, self.activation, self.X.dtype)
+        if self.low_memory:        # Z a chunk of rows at a time: no activation is kept
+            self.Z = [np.empty((self.X.shape[0], W.shape[1]), self.X.dtype)
+                      for W in self.W[:-1]]
+            self.ce, _ = self.k.softmax_ce(
+                fwd.logits(self.X, self.W, self.b, Z_out=self.Z), self.y)
+            self.A = _Activations(self.Z, self.k, self.kind, self.spares)
+            return
         self.ce, _ = self.k.softmax_ce(
             fwd.logits(self.X, self.W, self.b, keep_layers=True, keep_pre=True), self.y)
         self.Z = list(fwd.Z)
@@ -378,7 +399,7 @@ class LySepState:
         candidates, spares, workspace), each once: what its memory is made of."""
         seen, out = set(), []
         A = self.A.held() if isinstance(self.A, _Activations) else self.A
-        for a in (self.Z + A + self.R + self.Z2.arrays() + self.A2.arrays()
+        for a in (self.Z + A + (self.R or []) + self.Z2.arrays() + self.A2.arrays()
                   + self.R2.arrays() + self.spares.arrays() + list(self.ws._arrays.values())):
             if id(a) not in seen:
                 seen.add(id(a))
@@ -405,11 +426,27 @@ class LySepState:
         else:
             self.stats["failed_output"] = 1
 
+    def _lean_source(self, i):
+        """What a low-memory block recomputes layer i's input from, and the activation
+        that maps it there: (X, -1) for the first layer, (Z[i-1], sigma) after."""
+        return (self.X, -1) if i == 0 else (self.Z[i - 1], self.kind)
+
     def _last_hidden_block(self):
         k, m, sr, N = self.k, self.m, self.search, self.N
         i = m - 1
         om = self.omegas()
         lipschitz = 2 * om[i] + self.rho[m] * self.wn[m]
+        if self.low_memory:
+            self.A.forget_all()        # the block recomputes A[i]: its buffer is Z2's
+            src, kind_prev = self._lean_source(i)
+            ce_new, r_new, n_failed, n_trials = k.z_last_step_lean(
+                src, kind_prev, self.W[i], self.b[i], self.Z[i], self.W[m], self.b[m],
+                self.y, self.kind, om[i], self.eta_z[i], lipschitz, sr.max_backtracks,
+                sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i])
+            self.stats["failed_rows"] += n_failed
+            self.stats["trials"] += n_trials
+            self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
+            return
         n, K = self.Z[i].shape[1], self.W[m].shape[1]
         # work arrays of a block of rows (all N for a shared step)
         rows = k.z_last_work_rows(N, n, self.X.itemsize, self.eta_z[i].shape[0] == 1)
@@ -429,12 +466,21 @@ class LySepState:
         lam = self.ridge_lambda(i)
         n_in = prev.shape[1]
         r_new, w_new, status = k.ridge_update(
-            prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i], self.R2[i],
+            prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i],
+            None if self.low_memory else self.R2[i],
             self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)))
         self.stats["fallbacks"] += status != 0
         self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
 
     def _bias_block(self, i):
+        if self.low_memory:
+            r_new = self.k.bias_update_lean(self.layer_input(i), self.W[i], self.Z[i],
+                                            self.b[i], self.b2[i])
+
+            def swap_b():
+                self.b[i], self.b2[i] = self.b2[i], self.b[i]
+            self._try("bias", swap_b, r={i: r_new})
+            return
         # a conv layer's channel bias is the mean over samples and positions: view its
         # NHWC residual as (N*H*W, C) rows
         C = self.R[i].shape[-1]
@@ -460,6 +506,18 @@ class LySepState:
             self.stats["failed_rows"] += self.N
             self.stats["z_at_fit"].append(j)
             return
+        if self.low_memory:
+            self.A.forget_all()        # the block recomputes A[j-1], A[j]: no stored copy
+            src, kind_prev = self._lean_source(j)
+            r_j, r_i, n_failed, n_trials = k.z_hidden_step_lean(
+                src, kind_prev, self.W[j], self.b[j], self.Z[j], self.W[i], self.Z[i],
+                self.b[i], self.kind, om[j], om[i], self.eta_z[j], lipschitz,
+                sr.max_backtracks, sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[j])
+            self.stats["failed_rows"] += n_failed
+            self.stats["trials"] += n_trials
+            if n_failed < self.N:
+                self._try("z", lambda: self._swap_z(j), r={j: r_j, i: r_i})
+            return
         n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
         # work arrays of a block of rows (all N for a shared step)
         rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
@@ -484,7 +542,8 @@ class LySepState:
 
     def _swap_wr(self, i):
         self.W[i], self.W2[i] = self.W2[i], self.W[i]
-        self.R[i], self.R2[i] = self.R2[i], self.R[i]
+        if self.R is not None:
+            self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
     def _swap_params(self, i):
         self.W[i], self.W2[i] = self.W2[i], self.W[i]
@@ -505,7 +564,8 @@ class LySepState:
         self.Z[i], self.Z2[i] = self.Z2[i], self.Z[i]
         if not isinstance(self.A, _Activations):
             self.A[i], self.A2[i] = self.A2[i], self.A[i]
-        self.R[i], self.R2[i] = self.R2[i], self.R[i]
+        if self.R is not None:
+            self.R[i], self.R2[i] = self.R2[i], self.R[i]
 
 
 class GDState:

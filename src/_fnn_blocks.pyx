@@ -823,6 +823,174 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
 
 
 # ---------------------------------------------------------------------------
+# the low-memory sweep (MATH.md §4 "Memory"): no residuals and no activations are
+# stored; a block of rows recomputes them from the Z it needs, so the state is the Z_l
+# plus one candidate array
+cdef inline Py_ssize_t _lean_rows(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                                  size_t itemsize) noexcept nogil:
+    """Rows per block of a low-memory ridge or bias pass: the fused layer pass's block,
+    capped at about 4 MiB per work array (a wide layer's block is all N rows)."""
+    cdef Py_ssize_t width = n_in if n_in > n_out else n_out
+    cdef Py_ssize_t rows = _layer_block(N, n_in, n_out, itemsize)
+    cdef Py_ssize_t cap = (4 << 20) // <Py_ssize_t>((width if width > 0 else 1) * itemsize)
+    cap = 16 if cap < 16 else cap
+    return rows if rows < cap else cap
+
+
+cdef inline void _residual_rows(Py_ssize_t nb, Py_ssize_t n_prev, Py_ssize_t n,
+                                int kind_prev, const floating *src, const floating *W,
+                                const floating *b, const floating *Z, floating *Ap,
+                                floating *R) noexcept nogil:
+    """R := (Z - b) - sigma(src) W on nb rows; src is the layer's input X itself when
+    kind_prev < 0, else the previous layer's Z, whose activations go to Ap."""
+    cdef const floating *ap = src
+    if kind_prev >= 0:
+        act_forward(kind_prev, nb * n_prev, src, Ap, <floating *>NULL)
+        ap = Ap
+    _rows_minus_vector(nb, n, Z, b, R)
+    rows_gemm(nb, n_prev, n, ap, n_prev, W, n, <floating>-1, R, n, <floating *>NULL, R, n)
+
+
+def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:, ::1] W,
+                     const floating[::1] b, const floating[:, ::1] Z,
+                     const floating[:, ::1] W_next, const floating[::1] b_next,
+                     const int64_t[::1] y, int kind, double omega, double[::1] eta,
+                     double lipschitz, int max_backtracks, double shrink, double armijo,
+                     double grow, double eta_max, floating[:, ::1] Z_out):
+    """z_last_step of the low-memory sweep.  Each block of rows recomputes its residual
+    R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z)
+    and its activations sigma(Z), then runs the same search against the output layer
+    (W_next, b_next); only Z_out is written.  The work arrays hold a block of rows and
+    are allocated here.  Returns (ce_sum_new, ||R_new||^2, n_failed_rows, n_trials)."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W_next.shape[1], n_prev = src.shape[1]
+    cdef Py_ssize_t r0, nb, block, n_failed = 0
+    cdef int t, n_trials = 0
+    cdef double ce_sum = 0, r_sum = 0
+    cdef bint shared = eta.shape[0] == 1
+    cdef _Search s
+    _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
+    _check(Z_out, (N, n), "Z_out"); _check(W_next, (n, K), "W_next")
+    _check(b_next, (K,), "b_next"); _check(y, (N,), "y")
+    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if N == 0:
+        return 0.0, 0.0, 0, 0
+    block = _last_block_rows(N, n, sizeof(floating), shared)
+    if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
+                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
+        _search_free(&s)
+        raise MemoryError()
+    # per row of a block: sigma(src), A, R, D, grad, the compact copy Zc, R_out; P
+    cdef floating *buf = <floating *>malloc(block * (n_prev + 7 * n + K) * sizeof(floating) + 1)
+    cdef double *sums = <double *>malloc(3 * block * sizeof(double))
+    if buf == NULL or sums == NULL:
+        free(buf); free(sums); _search_free(&s)
+        raise MemoryError()
+    cdef floating *Ap = buf
+    cdef floating *Ab = Ap + block * n_prev
+    cdef floating *Rb = Ab + block * n
+    cdef floating *D = Rb + block * n
+    cdef floating *g = D + block * n
+    cdef floating *Zc = g + block * n
+    cdef floating *Ro = Zc + block * n
+    cdef floating *P = Ro + block * n
+    with nogil:
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            _residual_rows(nb, n_prev, n, kind_prev, &src[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
+                           Ap, Rb)
+            act_forward(kind, nb * n, &Z[r0, 0], Ab, <floating *>NULL)
+            t = _z_last_rows(&s, nb, n, K, kind, &Z[r0, 0], Ab, Rb, &W_next[0, 0],
+                             &b_next[0], &y[r0], omega, max_backtracks,
+                             &eta[0 if shared else r0], &Z_out[r0, 0], <floating *>NULL, Ro,
+                             D, g, P, Zc, sums, sums + block, sums + 2 * block, &n_failed,
+                             &ce_sum)
+            r_sum += _ssq(nb * n, Ro)
+            n_trials = t if t > n_trials else n_trials
+            r0 += nb
+    _search_free(&s)
+    free(buf); free(sums)
+    return ce_sum, r_sum, n_failed, n_trials
+
+
+def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:, ::1] W,
+                       const floating[::1] b, const floating[:, ::1] Z,
+                       const floating[:, ::1] W_next, const floating[:, ::1] Z_next,
+                       const floating[::1] b_next, int kind, double omega,
+                       double omega_next, double[::1] eta, double lipschitz,
+                       int max_backtracks, double shrink, double armijo, double grow,
+                       double eta_max, floating[:, ::1] Z_out):
+    """z_hidden_step of the low-memory sweep.  Each block of rows recomputes
+    R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z),
+    sigma(Z) and R_next = (Z_next - b_next) - sigma(Z) W_next, then runs the same search;
+    only Z_out is written, and only when some row moved (n_failed_rows < N).  The work
+    arrays hold a block of rows and are allocated here.  Returns (||R_new||^2,
+    ||R_next_new||^2, n_failed_rows, n_trials)."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1], n_prev = src.shape[1]
+    cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
+    cdef int t, n_trials = 0
+    cdef double r_sum = 0, rn_sum = 0
+    cdef bint shared = eta.shape[0] == 1
+    cdef _Search s
+    _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
+    _check(Z_out, (N, n), "Z_out"); _check(Z_next, (N, n2), "Z_next")
+    _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
+    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if N == 0:
+        return 0.0, 0.0, 0, 0
+    block = _block_rows(N, n, n2, sizeof(floating), shared)
+    cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
+                                    shared, 1.1920929e-07 if floating is float
+                                    else 2.220446049250313e-16)
+    # per row of a block: sigma(src); A, R, D, grad, Zc, R_out; R_next, R_next_out, Zb, Rc
+    cdef floating *buf = <floating *>malloc(
+        block * (n_prev + 6 * n + 4 * n2) * sizeof(floating) + n * n2 * sizeof(floating) + 1)
+    cdef double *sq = <double *>malloc(4 * block * sizeof(double))
+    cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
+    if failed or buf == NULL or sq == NULL or kept == NULL:
+        free(buf); free(sq); free(kept); _search_free(&s)
+        raise MemoryError()
+    cdef floating *Ap = buf
+    cdef floating *Ab = Ap + block * n_prev
+    cdef floating *Rb = Ab + block * n
+    cdef floating *D = Rb + block * n
+    cdef floating *g = D + block * n
+    cdef floating *Zc = g + block * n
+    cdef floating *Ro = Zc + block * n
+    cdef floating *Rn = Ro + block * n
+    cdef floating *Rno = Rn + block * n2
+    cdef floating *Zb = Rno + block * n2
+    cdef floating *Rc = Zb + block * n2
+    cdef floating *WT = Rc + block * n2
+    with nogil:
+        for i in range(n):               # W_next^T, the operand of the gradient product
+            for j in range(n2):
+                WT[j * n + i] = W_next[i, j]
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            _residual_rows(nb, n_prev, n, kind_prev, &src[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
+                           Ap, Rb)
+            act_forward(kind, nb * n, &Z[r0, 0], Ab, <floating *>NULL)
+            _residual_rows(nb, n, n2, -1, Ab, &W_next[0, 0], &b_next[0], &Z_next[r0, 0],
+                           <floating *>NULL, Rn)
+            t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], Ab, Rb, Rn, &Z_next[r0, 0],
+                               &b_next[0], &W_next[0, 0], WT, omega, omega_next,
+                               max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
+                               <floating *>NULL, Ro, Rno, D, g, Zb, Rc, Zc, sq, r0, kept,
+                               &n_failed, &r_sum, &rn_sum)
+            n_trials = t if t > n_trials else n_trials
+            r0 += nb
+        if n_failed < N:                 # some row moved: the others keep their values
+            for j in range(n_failed):
+                i = kept[j]
+                memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
+    _search_free(&s)
+    free(buf); free(sq); free(kept)
+    return r_sum, rn_sum, n_failed, n_trials
+
+
+# ---------------------------------------------------------------------------
 # step 3: closed-form W_l (ridge) and b_l
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  const floating[::1] b, double lam, double rcond_min,
@@ -837,7 +1005,9 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     condition number (pocon) is below rcond_min, a plain solve would return huge
     weights: fall back to the minimum-norm solution through the eigen-decomposition of
     the Gram matrix (syevd), numerically zero eigenvalues discarded.  The sweep keeps the
-    result only if J does not rise.  R_out := Z - b - A_prev W_out.
+    result only if J does not rise.  R_out := Z - b - A_prev W_out; R_out may be None
+    (the low-memory sweep): the residual is then computed a block of rows at a time
+    for its norm and not stored.
     Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 minimum-norm,
     -1 LAPACK failure (W_out then holds zeros).
     """
@@ -845,25 +1015,36 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef Py_ssize_t r0, nb, block
     cdef int status = 0
     cdef double r_sum, w_sum
+    cdef bint stored = R_out is not None
     _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
-    _check(W_out, (n_in, n_out), "W_out"); _check(R_out, (N, n_out), "R_out")
+    _check(W_out, (n_in, n_out), "W_out")
+    if stored:
+        _check(R_out, (N, n_out), "R_out")
     _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
     if n_in == 0 or n_out == 0 or N == 0:
         raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
     cdef floating *W = &W_out[0, 0]
+    block = (_layer_block(N, n_in, n_out, sizeof(floating)) if stored
+             else _lean_rows(N, n_in, n_out, sizeof(floating)))
+    cdef floating *scratch = NULL
+    if not stored:
+        scratch = <floating *>malloc(block * n_out * sizeof(floating))
+        if scratch == NULL:
+            raise MemoryError()
+    cdef floating *Rp
     with nogil:
         # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be, and
         # the Gram matrix (the narrow Gram kernel conv_gram uses, or syrk), a block of
         # rows at a time so that the block of Z - b and of A_prev is still in cache
         memset(W, 0, n_in * n_out * sizeof(floating))
         memset(G, 0, n_in * n_in * sizeof(floating))
-        block = _layer_block(N, n_in, n_out, sizeof(floating))
         r0 = 0
         while r0 < N:
             nb = block if r0 + block <= N else N - r0
-            _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], &R_out[r0, 0])
-            tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, &R_out[r0, 0], n_out, W, n_out)
+            Rp = &R_out[r0, 0] if stored else scratch
+            _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], Rp)
+            tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, Rp, n_out, W, n_out)
             gram_upper_acc(nb, n_in, &A_prev[r0, 0], n_in, G, n_in)
             r0 += nb
         for i in range(n_in):              # the C-order upper triangle to the lower
@@ -876,11 +1057,17 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         r0 = 0
         while r0 < N:                      # R_out -= A_prev W, its norm while in cache
             nb = block if r0 + block <= N else N - r0
+            if stored:
+                Rp = &R_out[r0, 0]
+            else:
+                Rp = scratch
+                _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], Rp)
             rows_gemm(nb, n_in, n_out, &A_prev[r0, 0], n_in, W, n_out, <floating>-1,
-                      &R_out[r0, 0], n_out, <floating *>NULL, &R_out[r0, 0], n_out)
-            r_sum += _ssq(nb * n_out, &R_out[r0, 0])
+                      Rp, n_out, <floating *>NULL, Rp, n_out)
+            r_sum += _ssq(nb * n_out, Rp)
             r0 += nb
         w_sum = _ssq(n_in * n_out, W)
+    free(scratch)
     return r_sum, w_sum, status
 
 
@@ -912,6 +1099,56 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
         s = _ssq(N * n, &R_out[0, 0])
     free(mean)
     return s
+
+
+def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,
+                     const floating[:, ::1] Z, const floating[::1] b, floating[::1] b_out):
+    """bias_update of the low-memory sweep, from the layer's input A_prev (X or the
+    previous activations) instead of a stored residual: one pass over blocks of rows
+    takes the column sums c and the squared norm s of R = (Z - b) - A_prev W; then
+    b_out := b + d with d = c / N and ||R - d||^2 = s - 2 d.c + N ||d||^2, or, when
+    that is below s / 2 (the subtraction would lose digits), a second pass computing
+    ||(Z - b_out) - A_prev W||^2 exactly.  Returns the new residual's squared norm."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n_in = A_prev.shape[1], i, j, r0, nb
+    cdef double ssq = 0, r
+    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n), "W"); _check(b, (n,), "b")
+    _check(b_out, (n,), "b_out")
+    if N == 0:
+        raise ValueError("Z must have at least one row")
+    cdef Py_ssize_t block = _lean_rows(N, n_in, n, sizeof(floating))
+    cdef double *col = <double *>calloc(n, sizeof(double))
+    cdef floating *Rb = <floating *>malloc(block * n * sizeof(floating))
+    if col == NULL or Rb == NULL:
+        free(col); free(Rb)
+        raise MemoryError()
+    cdef floating d
+    with nogil:
+        r0 = 0
+        while r0 < N:
+            nb = block if r0 + block <= N else N - r0
+            _residual_rows(nb, n_in, n, -1, &A_prev[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
+                           <floating *>NULL, Rb)
+            for i in range(nb):
+                for j in range(n):
+                    col[j] += Rb[i * n + j]
+            ssq += _ssq(nb * n, Rb)
+            r0 += nb
+        r = ssq
+        for j in range(n):
+            d = <floating>(col[j] / N)
+            b_out[j] = b[j] + d
+            r += N * (<double>d * d) - 2 * d * col[j]
+        if r < 0.5 * ssq:
+            r = 0
+            r0 = 0
+            while r0 < N:
+                nb = block if r0 + block <= N else N - r0
+                _residual_rows(nb, n_in, n, -1, &A_prev[r0, 0], &W[0, 0], &b_out[0],
+                               &Z[r0, 0], <floating *>NULL, Rb)
+                r += _ssq(nb * n, Rb)
+                r0 += nb
+    free(col); free(Rb)
+    return r
 
 
 # ---------------------------------------------------------------------------
