@@ -39,8 +39,9 @@ def probe(mode, N, width, depth, dtype="float64", sweeps=1, threads=1, timeout=1
 
 def peak_memory(N, width, depth, sweeps, threads, log):
     res = {}
-    for mode in ("state", "fit"):
-        r = probe(mode, N, width, depth, sweeps=sweeps, threads=threads)
+    for mode in ("state", "fit", "state_low_memory", "fit_low_memory"):
+        r = probe(mode.replace("_low_memory", ""), N, width, depth, sweeps=sweeps, threads=threads,
+                  low_memory=mode.endswith("_low_memory"))
         if "error" in r:
             log(f"   memory probe {mode} failed: {r['error'][-300:]}")
         else:

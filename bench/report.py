@@ -40,11 +40,12 @@ def targets(rec):
         fr = large["compiled_fraction_of_dgemm_median"]
         rows.append(("(c) sweep GFLOP/s / DGEMM GFLOP/s, large", ">= 0.60", f"{fr:.2f}", fr >= 0.6))
     mem = rec.get("memory", {})
-    for mode in ("state", "fit"):
+    for mode in ("state", "fit", "state_low_memory", "fit_low_memory"):
         r = mem.get(mode)
         if r and "error" not in r:
             v = r["rss_over_minimum"]
-            rows.append((f"(e) peak RSS / minimum (Z + data), {mode}", "<= 1.5", f"{v:.2f}", v <= 1.5))
+            label = mode.replace("_low_memory", ", low_memory=True")
+            rows.append((f"(e) peak RSS / minimum (Z + data), {label}", "<= 1.5", f"{v:.2f}", v <= 1.5))
     return rows
 
 
@@ -81,10 +82,12 @@ def _sweep_section(rec):
            "per-round ratios reference/compiled. *Rows/sample* is the mean number of line-search "
            "trial evaluations per sample and hidden layer in the timed sweeps (from the step "
            "memory, see `bench/flops.py`); the work-normalised ratio divides each backend's time by "
-           "its own model flops, removing differences in line-search work.", "",
+           "its own model flops, removing differences in line-search work. *Low-memory*: the compiled "
+           "sweep with `low_memory=True` (residuals recomputed, see (e)) timed in the same rounds, and "
+           "its time over the default compiled sweep's.", "",
            "| size | N | warm-up + timed sweeps | reference | compiled | ratio (median) | per-round ratios | "
-           "work-normalised | rows/sample ref / compiled | target |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "work-normalised | rows/sample ref / compiled | target | low-memory | low-memory / default |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     goals = {"small": 5, "medium": 2, "large": 1.5}
     for key in ("small", "medium", "large"):
         r = sw.get(key)
@@ -96,7 +99,9 @@ def _sweep_section(rec):
         out.append(f"| {key} {r['hidden'][1]}x{r['hidden'][0]} | {r['N']:,} | {r['warmup_sweeps']} + {r['rounds']} | "
                    f"{_ms(b['reference']['seconds_median'])} ms | {_ms(b['compiled']['seconds_median'])} ms | "
                    f"**{r['speedup_median']:.2f}x** | {pr} | {_f(r['speedup_work_normalised_median'])}x | "
-                   f"{rps('reference')} / {rps('compiled')} | >= {goals[key]}x |")
+                   f"{rps('reference')} / {rps('compiled')} | >= {goals[key]}x | "
+                   f"{_ms(r.get('compiled_low_memory_seconds_median'))} ms | "
+                   f"{_f(r.get('low_memory_over_default_median'))}x |")
     if rec.get("quick"):
         out += ["", f"*--quick*: medium and large use N = {sw['medium']['N']:,} and {sw['large']['N']:,} "
                 "instead of 20,000 and 50,000, and fewer sweeps."]
@@ -208,25 +213,29 @@ def _mem_section(rec):
            f"Fresh subprocess per figure (`bench/_memprobe.py`), {m['depth']}x{m['width']}, N = {m['N']:,}, "
            f"float64, {m['sweeps']} sweep(s). Minimum = the Z arrays + the data. Ratios: (measured "
            "peak above the pre-method baseline + data) / minimum. 'state' = LySepState + sweep; "
-           "'fit' = FNNClassifier.fit with the same sweeps. Peak RSS = the probe's VmHWM "
+           "'fit' = FNNClassifier.fit with the same sweeps; *low-memory*: the same with "
+           "`low_memory=True` (the Z and one candidate array stored; residuals and activations "
+           "recomputed a block of rows at a time). Peak RSS = the probe's VmHWM "
            "(getrusage's ru_maxrss, shown last, carries the parent's peak across vfork/exec on Linux).", "",
            "| mode | minimum MiB | tracemalloc peak MiB | traced / min | RSS peak above baseline MiB | RSS / min | "
            "target | seconds | ru_maxrss MiB |",
            "|---|---|---|---|---|---|---|---|---|"]
-    for mode in ("state", "fit"):
+    for mode in ("state", "fit", "state_low_memory", "fit_low_memory"):
         r = m.get(mode)
         if not r:
             continue
+        label = mode.replace("_low_memory", ", low-memory")
         if "error" in r:
-            out.append(f"| {mode} | failed: {r['error'][-200:]} | | | | | |")
+            out.append(f"| {label} | failed: {r['error'][-200:]} | | | | | |")
             continue
-        out.append(f"| {mode} | {r['minimum_mib']:.0f} | {r['tracemalloc_peak_mib']:.0f} | {r['traced_over_minimum']:.2f} | "
+        out.append(f"| {label} | {r['minimum_mib']:.0f} | {r['tracemalloc_peak_mib']:.0f} | {r['traced_over_minimum']:.2f} | "
                    f"{r['rss_peak_mib'] - r['rss_baseline_mib']:.0f} | **{r['rss_over_minimum']:.2f}** | <= 1.5 | "
                    f"{r['seconds']:.0f} | {_f(r.get('ru_maxrss_mib'), '{:.0f}')} |")
-    st = m.get("state", {})
-    if st.get("state_arrays_mib"):
-        out += ["", "Arrays the LySep state holds after the sweep (MiB): " +
-                ", ".join(f"{k} {v:.0f}" for k, v in st["state_arrays_mib"].items()) + "."]
+    for mode, what in (("state", "default"), ("state_low_memory", "low-memory")):
+        st = m.get(mode, {})
+        if st.get("state_arrays_mib"):
+            out += ["", f"Arrays the LySep state ({what}) holds after the sweep (MiB): " +
+                    ", ".join(f"{k} {v:.0f}" for k, v in st["state_arrays_mib"].items()) + "."]
     if rec.get("quick"):
         out += ["", f"*--quick*: N = {m['N']:,} instead of 50,000."]
     return "\n".join(out)
