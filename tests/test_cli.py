@@ -67,6 +67,18 @@ def test_train_on_npz_with_estimator_flags(tmp_path):
     assert len(out) == 201
 
 
+def test_train_low_memory_gives_the_default_model(tmp_path):
+    """--low-memory trains the same model (to rounding) and is saved as a parameter."""
+    X, y = circle(300, random_state=2)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    for flag, name in (([], "a.npz"), (["--low-memory"], "b.npz")):
+        run("train", "--data", "d.npz", "--hidden-layer-sizes", "8,8,8", "--max-iter", "10",
+            "--random-state", "0", "--model", name, *flag, cwd=tmp_path)
+    a, b = lysep.load(tmp_path / "a.npz"), lysep.load(tmp_path / "b.npz")
+    assert b.low_memory is True and a.low_memory is False
+    np.testing.assert_allclose(b.surrogate_curve_, a.surrogate_curve_, rtol=1e-8)
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--data", "nope.csv", "--target", "y"], "does not exist"),
     (["train", "--data", "train.csv"], "--target is required"),
