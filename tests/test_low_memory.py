@@ -242,6 +242,19 @@ def test_estimator_low_memory_fit_matches_the_default():
     assert b.surrogate_curve_[-1] <= b.surrogate_curve_[15]
 
 
+@pytest.mark.parametrize("hidden", [(7,), (9, 4)], ids=["one_hidden_layer", "two"])
+def test_shallow_low_memory_sweeps_match_the_default(hidden):
+    """One hidden layer: the last Z block reads X itself (no activation of a previous Z),
+    as the first hidden Z block does in deeper networks."""
+    Js = []
+    for lean in (False, True):
+        X, y, W, b = make_problem(N=250, d=8, hidden=hidden, seed=7)
+        st = LySepState(COMPILED, X, y, W, b, "tanh", 0.1, low_memory=lean)
+        Js.append([st.J] + [(st.sweep(), st.J)[1] for _ in range(8)])
+    np.testing.assert_allclose(Js[1], Js[0], rtol=1e-10)
+    assert Js[1][-1] < 0.9 * Js[1][0]
+
+
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_low_memory_must_be_a_bool(bad):
     X, y = circle(60, random_state=0)
