@@ -44,6 +44,21 @@ ROUNDING_STALL = 1e-2
 ROUNDING_CHECK_EVERY = 10
 
 
+def _memory_message(X, weights, low_memory):
+    """What a LySep fit that ran out of memory needed, and what low_memory=True needs."""
+    z = sum(X.shape[0] * W.shape[1] for W in weights[:-1]) * X.itemsize
+    widest = max(X.shape[0] * W.shape[1] for W in weights[:-1]) * X.itemsize
+    lean = (z + widest) / 2**30
+    if low_memory:
+        return (f"LySep with low_memory=True needs about {lean:.3g} GiB for the auxiliary "
+                "variables Z and one candidate array (n_samples x the hidden widths); "
+                "train on fewer samples, narrower layers or dtype=np.float32")
+    full = (2 * z + 4 * widest) / 2**30
+    return (f"LySep needs about {full:.3g} GiB for the auxiliary variables Z, their "
+            f"residuals and the candidate arrays; low_memory=True stores only Z and one "
+            f"candidate (about {lean:.3g} GiB) and recomputes the residuals")
+
+
 def _warn_rounding(state, threshold, consequence, stacklevel):
     """Warn (and return True) if rounding alone puts more than `threshold`·J into J."""
     floor = state.rounding_floor()
@@ -256,9 +271,12 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
             return old      # resume Z, step sizes and J exactly (not after early stopping
             #                 gave coefs_ the best validation weights instead of the last)
-        state = LySepState(backend, X, y, weights, biases, self.activation,
-                           self.penalty_scale, per_sample=self.z_step == "per_sample",
-                           search=LineSearch(), low_memory=self.low_memory)
+        try:
+            state = LySepState(backend, X, y, weights, biases, self.activation,
+                               self.penalty_scale, per_sample=self.z_step == "per_sample",
+                               search=LineSearch(), low_memory=self.low_memory)
+        except MemoryError:
+            raise MemoryError(_memory_message(X, weights, self.low_memory)) from None
         # blocks late in training decrease J by ~1e-4..1e-6 of J: a floor above that
         # turns the J safeguard into a coin toss (measured on the circle: float32 stalls
         # at 14 and 19 hidden layers of 20, floors 3e-4 and 6 at J = 0.7)

@@ -260,3 +260,17 @@ def test_low_memory_must_be_a_bool(bad):
     X, y = circle(60, random_state=0)
     with pytest.raises(ValueError, match="low_memory must be True or False"):
         FNNClassifier((5,), low_memory=bad, max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["default", "low_memory"])
+def test_a_state_too_large_for_memory_names_the_size_and_the_option(lean):
+    """10^6 samples x a hidden layer of 10^6 units: Z alone would take 7.3 TiB (the
+    weights only 8 MiB and 16 MiB).  The error says how much, and offers low_memory."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10**6, 1))
+    y = (X[:, 0] > 0).astype(int)
+    clf = FNNClassifier((10**6,), max_iter=1, low_memory=lean)
+    with pytest.raises(MemoryError, match="GiB") as info:
+        clf.fit(X, y)
+    assert ("low_memory=True" in str(info.value))
+    assert ("fewer samples" in str(info.value)) == lean
