@@ -50,13 +50,13 @@ def _memory_message(X, weights, low_memory):
     widest = max(X.shape[0] * W.shape[1] for W in weights[:-1]) * X.itemsize
     lean = (z + widest) / 2**30
     if low_memory:
-        return (f"LySep with low_memory=True needs about {lean:.3g} GiB for the auxiliary "
+        return (f"LySep with low_memory=True needs about {lean:,.2f} GiB for the auxiliary "
                 "variables Z and one candidate array (n_samples x the hidden widths); "
                 "train on fewer samples, narrower layers or dtype=np.float32")
     full = (2 * z + 4 * widest) / 2**30
-    return (f"LySep needs about {full:.3g} GiB for the auxiliary variables Z, their "
+    return (f"LySep needs about {full:,.2f} GiB for the auxiliary variables Z, their "
             f"residuals and the candidate arrays; low_memory=True stores only Z and one "
-            f"candidate (about {lean:.3g} GiB) and recomputes the residuals")
+            f"candidate (about {lean:,.2f} GiB) and recomputes the residuals")
 
 
 def _warn_rounding(state, threshold, consequence, stacklevel):
