@@ -112,8 +112,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         n).  Every block then recomputes the residuals and activations it reads, a
         block of rows at a time: two more products per Z block and one per bias block
         (measured in ``bench/``).  Same method, same guarantees; the trajectory agrees
-        with the default's to rounding.  The Z blocks hold work arrays of every row
-        with ``z_step="shared"``, so the saving needs ``"per_sample"``.
+        with the default's to rounding.  Needs ``z_step="per_sample"``: with a shared
+        step the Z blocks' work arrays hold every row, and nothing would be saved.
     tol : float, default=0.0
         Training stops when the optimised objective (J for lysep, the training loss
         for gd) has not decreased by more than ``tol`` for ``n_iter_no_change``
@@ -216,6 +216,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         check_choice(self.z_step, "z_step", Z_STEPS)
         if not isinstance(self.low_memory, (bool, np.bool_)):
             raise ValueError(f"low_memory must be True or False, got {self.low_memory!r}")
+        if self.low_memory and self.solver == "lysep" and self.z_step == "shared":
+            raise ValueError("low_memory=True needs z_step='per_sample': a shared step couples "
+                             "every sample, so the Z blocks' work arrays hold all of them and "
+                             "nothing would be saved")
         check_choice(self.backend, "backend", BACKENDS)
         check_training_params(self)
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)

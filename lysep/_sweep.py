@@ -232,7 +232,9 @@ class LySepState:
     ``low_memory``: store the Z[i] and nothing else of their size but one candidate
     (MATH.md §4 "Memory"): every block recomputes the residuals and activations it
     reads, a block of rows at a time, from the Z (about 1.25 m N n numbers instead of
-    about 3 m N n, for two more products per Z block and one per bias block).
+    about 3 m N n, for two more products per Z block and one per bias block).  With a
+    shared step (per_sample=False) the Z blocks' work arrays hold every row: it runs, but
+    saves nothing (the estimator refuses that combination).
     """
 
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,

@@ -255,6 +255,13 @@ def test_shallow_low_memory_sweeps_match_the_default(hidden):
     assert Js[1][-1] < 0.9 * Js[1][0]
 
 
+def test_low_memory_with_a_shared_step_is_refused():
+    X, y = circle(60, random_state=0)
+    with pytest.raises(ValueError, match="z_step='per_sample'"):
+        FNNClassifier((5,), low_memory=True, z_step="shared", max_iter=1).fit(X, y)
+    FNNClassifier((5,), solver="gd", low_memory=True, z_step="shared", max_iter=1).fit(X, y)
+
+
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_low_memory_must_be_a_bool(bad):
     X, y = circle(60, random_state=0)
