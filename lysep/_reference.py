@@ -272,20 +272,15 @@ def bias_update(R, b, R_out, b_out):
 
 
 # -- the low-memory sweep: residuals and activations recomputed, not stored ---------
-def _lean_residual(src, kind_prev, W, b, Z, R_out):
-    """R_out := (Z - b) - sigma(src) W; src is X when kind_prev < 0, else the previous
-    layer's Z."""
-    A = src
-    if kind_prev >= 0:
-        A = np.empty_like(src)
-        activation(src, kind_prev, A)
-    R_out[...] = (Z - b) - A @ W
-
-
 def _recomputed(src, kind_prev, W, b, Z, kind):
-    """The residual and the activations a low-memory Z block recomputes."""
+    """The residual (Z - b) - sigma(src) W and the activations sigma(Z) a low-memory Z
+    block recomputes; src is X when kind_prev < 0, else the previous layer's Z."""
+    A_prev = src
+    if kind_prev >= 0:
+        A_prev = np.empty_like(src)
+        activation(src, kind_prev, A_prev)
     R = np.empty_like(Z)
-    _lean_residual(src, kind_prev, W, b, Z, R)
+    residual(Z, A_prev, W, b, R)
     A = np.empty_like(Z)
     activation(Z, kind, A)
     return R, A

@@ -445,19 +445,16 @@ class LySepState:
                 src, kind_prev, self.W[i], self.b[i], self.Z[i], self.W[m], self.b[m],
                 self.y, self.kind, om[i], self.eta_z[i], lipschitz, sr.max_backtracks,
                 sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i])
-            self.stats["failed_rows"] += n_failed
-            self.stats["trials"] += n_trials
-            self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
-            return
-        n, K = self.Z[i].shape[1], self.W[m].shape[1]
-        # work arrays of a block of rows (all N for a shared step)
-        rows = k.z_last_work_rows(N, n, self.X.itemsize, self.eta_z[i].shape[0] == 1)
-        ce_new, r_new, n_failed, n_trials = k.z_last_step(
-            self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
-            om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
-            sr.grow, sr.eta_max, self.Z2[i], self._candidate_activation(i), self.R2[i],
-            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
-        self._forget_activation(i)
+        else:
+            n, K = self.Z[i].shape[1], self.W[m].shape[1]
+            # work arrays of a block of rows (all N for a shared step)
+            rows = k.z_last_work_rows(N, n, self.X.itemsize, self.eta_z[i].shape[0] == 1)
+            ce_new, r_new, n_failed, n_trials = k.z_last_step(
+                self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
+                om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
+                sr.grow, sr.eta_max, self.Z2[i], self._candidate_activation(i), self.R2[i],
+                self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
+            self._forget_activation(i)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
         self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
@@ -478,20 +475,17 @@ class LySepState:
         if self.low_memory:
             r_new = self.k.bias_update_lean(self.layer_input(i), self.W[i], self.Z[i],
                                             self.b[i], self.b2[i])
-
-            def swap_b():
-                self.b[i], self.b2[i] = self.b2[i], self.b[i]
-            self._try("bias", swap_b, r={i: r_new})
-            return
-        # a conv layer's channel bias is the mean over samples and positions: view its
-        # NHWC residual as (N*H*W, C) rows
-        C = self.R[i].shape[-1]
-        r_new = self.k.bias_update(self.R[i].reshape(-1, C), self.b[i],
-                                   self.R2[i].reshape(-1, C), self.b2[i])
+        else:
+            # a conv layer's channel bias is the mean over samples and positions: view
+            # its NHWC residual as (N*H*W, C) rows
+            C = self.R[i].shape[-1]
+            r_new = self.k.bias_update(self.R[i].reshape(-1, C), self.b[i],
+                                       self.R2[i].reshape(-1, C), self.b2[i])
 
         def commit():
             self.b[i], self.b2[i] = self.b2[i], self.b[i]
-            self.R[i], self.R2[i] = self.R2[i], self.R[i]
+            if self.R is not None:
+                self.R[i], self.R2[i] = self.R2[i], self.R[i]
         self._try("bias", commit, r={i: r_new})
 
     def _hidden_block(self, j):
@@ -515,23 +509,19 @@ class LySepState:
                 src, kind_prev, self.W[j], self.b[j], self.Z[j], self.W[i], self.Z[i],
                 self.b[i], self.kind, om[j], om[i], self.eta_z[j], lipschitz,
                 sr.max_backtracks, sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[j])
-            self.stats["failed_rows"] += n_failed
-            self.stats["trials"] += n_trials
-            if n_failed < self.N:
-                self._try("z", lambda: self._swap_z(j), r={j: r_j, i: r_i})
-            return
-        n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
-        # work arrays of a block of rows (all N for a shared step)
-        rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
-                                    self.eta_z[j].shape[0] == 1)
-        r_j, r_i, n_failed, n_trials = k.z_hidden_step(
-            self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.Z[i], self.b[i],
-            self.kind, om[j], om[i],
-            self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
-            sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j], self.R2[i],
-            self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("Zb", (rows, n2)),
-            self.ws("Rc", (rows, n2)))
-        self._forget_activation(j)
+        else:
+            n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
+            # work arrays of a block of rows (all N for a shared step)
+            rows = k.z_hidden_work_rows(self.N, n, n2, self.X.itemsize,
+                                        self.eta_z[j].shape[0] == 1)
+            r_j, r_i, n_failed, n_trials = k.z_hidden_step(
+                self.Z[j], self.A[j], self.R[j], self.R[i], self.W[i], self.Z[i], self.b[i],
+                self.kind, om[j], om[i],
+                self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
+                sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j],
+                self.R2[i], self.ws("D", (rows, n)), self.ws("grad", (rows, n)),
+                self.ws("Zb", (rows, n2)), self.ws("Rc", (rows, n2)))
+            self._forget_activation(j)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
         if n_failed == self.N:       # no row moved: the outputs hold no candidate
@@ -539,7 +529,8 @@ class LySepState:
 
         def commit():
             self._swap_z(j)
-            self.R[i], self.R2[i] = self.R2[i], self.R[i]
+            if self.R is not None:
+                self.R[i], self.R2[i] = self.R2[i], self.R[i]
         self._try("z", commit, r={j: r_j, i: r_i})
 
     def _swap_wr(self, i):

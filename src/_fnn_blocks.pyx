@@ -49,6 +49,11 @@ cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline double _eps(const floating *x) noexcept nogil:
+    """Machine epsilon of the fused type (x only picks the specialisation)."""
+    return 1.1920929e-07 if floating is float else 2.220446049250313e-16
+
+
 cdef inline void _rows_minus_vector(Py_ssize_t N, Py_ssize_t n, const floating *Z,
                                     const floating *b, floating *out) noexcept nogil:
     """out[i, :] := Z[i, :] - b."""
@@ -621,7 +626,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
     _check_work(work_P, block, K, "work_P")
     if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
-                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
+                     _eps(&Z[0, 0])):
         _search_free(&s)
         raise MemoryError()
     cdef double *ce_i = <double *>malloc(block * sizeof(double))
@@ -782,8 +787,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
     _check_work(work_Zb, block, n2, "work_Zb"); _check_work(work_Rc, block, n2, "work_Rc")
     cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
-                                    shared, 1.1920929e-07 if floating is float
-                                    else 2.220446049250313e-16)
+                                    shared, _eps(&Z[0, 0]))
     cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
     cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
     cdef double *sq = <double *>malloc(4 * block * sizeof(double))
@@ -876,7 +880,7 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
         return 0.0, 0.0, 0, 0
     block = _last_block_rows(N, n, sizeof(floating), shared)
     if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
-                     1.1920929e-07 if floating is float else 2.220446049250313e-16):
+                     _eps(&Z[0, 0])):
         _search_free(&s)
         raise MemoryError()
     # per row of a block: sigma(src), A, R, D, grad, the compact copy Zc, R_out; P
@@ -940,8 +944,7 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
     cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
-                                    shared, 1.1920929e-07 if floating is float
-                                    else 2.220446049250313e-16)
+                                    shared, _eps(&Z[0, 0]))
     # per row of a block: sigma(src); A, R, D, grad, Zc, R_out; R_next, R_next_out, Zb, Rc
     cdef floating *buf = <floating *>malloc(
         block * (n_prev + 6 * n + 4 * n2) * sizeof(floating) + n * n2 * sizeof(floating) + 1)
