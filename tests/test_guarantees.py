@@ -62,12 +62,14 @@ def test_guarantees_while_blocks_of_layers_at_their_fit_are_skipped(per_sample):
     assert skipped > 0
 
 
+@pytest.mark.parametrize("low_memory", [False, True], ids=["default", "low_memory"])
 @pytest.mark.parametrize("hidden", [(300, 280), (40, 36)], ids=["wide_blocks", "wide_one_block"])
-def test_guarantees_on_layers_wider_than_the_narrow_kernels(hidden, dtype):
+def test_guarantees_on_layers_wider_than_the_narrow_kernels(hidden, low_memory, dtype):
     """Layers past the narrow kernels' width: BLAS products, and (300 columns, 600
-    rows) per-sample Z steps over several row blocks."""
+    rows) per-sample Z steps over several row blocks; the low-memory sweep recomputes
+    its residuals through the same BLAS paths."""
     X, y, W, b = make_problem(N=600, hidden=hidden, dtype=dtype, seed=6)
-    st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01)
+    st = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, low_memory=low_memory)
     rtol = 1e-10 if dtype == np.float64 else 1e-5
     C = math.e * 100
     loss0 = true_loss(X, y, st.W, st.b, "tanh")
@@ -93,11 +95,12 @@ def test_reference_backend_keeps_the_guarantees():
         previous = st.J
 
 
-@pytest.mark.parametrize("z_step", ["per_sample", "shared"])
-def test_estimator_curves_satisfy_the_bound(z_step):
+@pytest.mark.parametrize("z_step,low_memory", [("per_sample", False), ("shared", False),
+                                               ("per_sample", True)])
+def test_estimator_curves_satisfy_the_bound(z_step, low_memory):
     X, y = circle(400, random_state=1)
     clf = FNNClassifier((10,) * 6, max_iter=30, penalty_scale=0.05, z_step=z_step,
-                        random_state=0).fit(X, y)
+                        low_memory=low_memory, random_state=0).fit(X, y)
     loss = np.array(clf.loss_curve_)
     J = np.array(clf.surrogate_curve_)
     assert len(loss) == len(J) == len(clf.accuracy_curve_) == clf.n_iter_ + 1 == 31
