@@ -141,6 +141,18 @@ cdef extern from "_smallgemm.h" nogil:
                            const double *step, const float *Z, const float *R,
                            const float *g, float *Z_out, float *R_out, float *Zc,
                            double *rs)
+    int lysep_zgrad_rows_d(int vb, Py_ssize_t m, Py_ssize_t n, const double *R,
+                           const double *Z, const double *D, int from_value, double c1,
+                           double c2, double *G, double *rs, double *zsq, double *gsq)
+    int lysep_zgrad_rows_f(int vb, Py_ssize_t m, Py_ssize_t n, const float *R,
+                           const float *Z, const float *D, int from_value, float c1,
+                           float c2, float *G, double *rs, double *zsq, double *gsq)
+    int lysep_target_rows_d(int vb, Py_ssize_t m, Py_ssize_t n, const double *Zn,
+                            const double *b, const double *Rn, double *Zb, double *zbsq,
+                            double *rnsq)
+    int lysep_target_rows_f(int vb, Py_ssize_t m, Py_ssize_t n, const float *Zn,
+                            const float *b, const float *Rn, float *Zb, double *zbsq,
+                            double *rnsq)
     int lysep_tn_acc_f(int vb, Py_ssize_t M, Py_ssize_t k, Py_ssize_t n, const float *A,
                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
                        Py_ssize_t ldc)
@@ -243,6 +255,30 @@ cdef inline void trial_rows(Py_ssize_t m, Py_ssize_t n, const Py_ssize_t *active
     else:
         lysep_trial_rows_f(lysep_smallgemm_vbytes(), m, n, active, step, Z, R, g, Z_out,
                            R_out, Zc, rs)
+
+
+cdef inline void zgrad_rows(Py_ssize_t m, Py_ssize_t n, const floating *R, const floating *Z,
+                            const floating *D, bint from_value, floating c1, floating c2,
+                            floating *G, double *rs, double *zsq, double *gsq) noexcept nogil:
+    """A hidden Z step's gradient rows (_smallgemm_type.h): G_i := c1 R_i - c2 d_i * G_i,
+    d = 1 - D^2 (from_value: D holds tanh's values) or D; rs_i, zsq_i, gsq_i := the
+    squared norms of R_i, Z_i and the new G_i."""
+    if floating is double:
+        lysep_zgrad_rows_d(lysep_smallgemm_vbytes(), m, n, R, Z, D, from_value, c1, c2, G,
+                           rs, zsq, gsq)
+    else:
+        lysep_zgrad_rows_f(lysep_smallgemm_vbytes(), m, n, R, Z, D, from_value, c1, c2, G,
+                           rs, zsq, gsq)
+
+
+cdef inline void target_rows(Py_ssize_t m, Py_ssize_t n, const floating *Zn, const floating *b,
+                             const floating *Rn, floating *Zb, double *zbsq,
+                             double *rnsq) noexcept nogil:
+    """Zb_i := Zn_i - b with zbsq_i := ||Zb_i||^2 and rnsq_i := ||Rn_i||^2, m rows of n."""
+    if floating is double:
+        lysep_target_rows_d(lysep_smallgemm_vbytes(), m, n, Zn, b, Rn, Zb, zbsq, rnsq)
+    else:
+        lysep_target_rows_f(lysep_smallgemm_vbytes(), m, n, Zn, b, Rn, Zb, zbsq, rnsq)
 
 
 cdef inline void gram_upper_acc(Py_ssize_t M, Py_ssize_t n, const floating *A, Py_ssize_t lda,

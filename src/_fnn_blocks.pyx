@@ -14,14 +14,16 @@ from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 
 from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather, gram_upper_acc,
+                   zgrad_rows, target_rows,
                    trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
                    lysep_backprop_d, lysep_backprop_f,
                    lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
-                   lysep_gram_acc_d, lysep_gram_acc_f)
+                   lysep_gram_acc_d, lysep_gram_acc_f, lysep_zgrad_rows_d, lysep_zgrad_rows_f,
+                   lysep_target_rows_d, lysep_target_rows_f)
 from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
-                          SOFTPLUS)
+                          TANH, SOFTPLUS)
 from _cross_entropy cimport ce_row, ce_rows
 
 
@@ -684,21 +686,20 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
     cdef double *rs_t = sq + 2 * nb
     cdef double *rns_t = sq + 3 * nb
     s.N = nb
-    act_derivative_from_value(kind, nb * n, A, Ac)
-    # zb = Z_next - b_next (= R_next + sigma(Z) W_next): the fixed target of the next layer
-    _rows_minus_vector(nb, n2, Z_next, b_next, Zb)
-    for i in range(nb):
-        rs[i] = _ssq(n, R + i * n)
-        rns[i] = _ssq(n2, R_next + i * n2)
-        s.f0[i] = omega * rs[i] + omega_next * rns[i]
-        s.floor[i] = s.eps2 * (omega * _ssq(n, Z + i * n)
-                               + omega_next * _ssq(n2, Zb + i * n2))
+    if kind != TANH:                 # tanh's derivative is taken from A in zgrad_rows
+        act_derivative_from_value(kind, nb * n, A, Ac)
+    # zb = Z_next - b_next (= R_next + sigma(Z) W_next): the fixed target of the next
+    # layer; rs_t and rns_t hold ||Z_i||^2 and ||zb_i||^2 until the first trial
+    target_rows(nb, n2, Z_next, b_next, R_next, Zb, rns_t, rns)
     rows_gemm(nb, n2, n, R_next, n2, WT, n, <floating>1, <floating *>NULL, 0,
               <floating *>NULL, g, n)
-    for i in range(nb * n):
-        g[i] = two_omega * R[i] - two_omega_next * (Ac[i] * g[i])
+    # g := 2 omega R - 2 omega_next sigma'(Z) * (R_next W^T), with ||R_i||^2, ||Z_i||^2
+    # and ||g_i||^2 from the same pass
+    zgrad_rows(nb, n, R, Z, A if kind == TANH else Ac, kind == TANH, two_omega,
+               two_omega_next, g, rs, rs_t, s.gsq)
     for i in range(nb):
-        s.gsq[i] = _ssq(n, g + i * n)
+        s.f0[i] = omega * rs[i] + omega_next * rns[i]
+        s.floor[i] = s.eps2 * (omega * rs_t[i] + omega_next * rns_t[i])
     _search_start(s, eta)
     n_active = nb
     for t in range(max_backtracks + 1):
@@ -1436,6 +1437,43 @@ def _trial_rows_check(const Py_ssize_t[::1] active, const double[::1] step,
     else:
         lysep_trial_rows_f(vb, m, n, &active[0], &step[0], &Z[0, 0], &R[0, 0], &g[0, 0],
                            &Z_out[0, 0], &R_out[0, 0], &Zc[0, 0], &rs[0])
+
+
+def _zgrad_rows_check(const floating[:, ::1] R, const floating[:, ::1] Z,
+                      const floating[:, ::1] D, bint from_value, double c1, double c2,
+                      floating[:, ::1] G, double[::1] rs, double[::1] zsq, double[::1] gsq,
+                      int vb):
+    """The gradient rows of a hidden Z step with variant vb (test hook)."""
+    cdef Py_ssize_t m = R.shape[0], n = R.shape[1]
+    for arr, name in ((Z, "Z"), (D, "D"), (G, "G")):
+        _check(arr, (m, n), name)
+    for v, name in ((rs, "rs"), (zsq, "zsq"), (gsq, "gsq")):
+        _check(v, (m,), name)
+    if m == 0 or n == 0:
+        return
+    if floating is double:
+        lysep_zgrad_rows_d(vb, m, n, &R[0, 0], &Z[0, 0], &D[0, 0], from_value, c1, c2,
+                           &G[0, 0], &rs[0], &zsq[0], &gsq[0])
+    else:
+        lysep_zgrad_rows_f(vb, m, n, &R[0, 0], &Z[0, 0], &D[0, 0], from_value, <float>c1,
+                           <float>c2, &G[0, 0], &rs[0], &zsq[0], &gsq[0])
+
+
+def _target_rows_check(const floating[:, ::1] Zn, const floating[::1] b,
+                       const floating[:, ::1] Rn, floating[:, ::1] Zb, double[::1] zbsq,
+                       double[::1] rnsq, int vb):
+    """The next layer's target rows of a hidden Z step with variant vb (test hook)."""
+    cdef Py_ssize_t m = Zn.shape[0], n = Zn.shape[1]
+    _check(b, (n,), "b"); _check(Rn, (m, n), "Rn"); _check(Zb, (m, n), "Zb")
+    _check(zbsq, (m,), "zbsq"); _check(rnsq, (m,), "rnsq")
+    if m == 0 or n == 0:
+        return
+    if floating is double:
+        lysep_target_rows_d(vb, m, n, &Zn[0, 0], &b[0], &Rn[0, 0], &Zb[0, 0], &zbsq[0],
+                            &rnsq[0])
+    else:
+        lysep_target_rows_f(vb, m, n, &Zn[0, 0], &b[0], &Rn[0, 0], &Zb[0, 0], &zbsq[0],
+                            &rnsq[0])
 
 
 def _gram_upper(const floating[:, ::1] A, floating[:, ::1] C, int vb):

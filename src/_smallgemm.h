@@ -16,6 +16,9 @@
  *       C[p, :] += sum_r A[r, p] B[r, :]                  (C is k x n, A is M x k, B M x n)
  *   lysep_trial_rows_{d,f}(vb, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs)
  *       the trial rows of a Z step (see _smallgemm_type.h), any n
+ *   lysep_zgrad_rows_{d,f}(vb, m, n, R, Z, D, from_value, c1, c2, G, rs, zsq, gsq)
+ *   lysep_target_rows_{d,f}(vb, m, n, Zn, b, Rn, Zb, zbsq, rnsq)
+ *       a hidden Z step's work on its rows before the first trial (_smallgemm_type.h)
  *   lysep_gram_acc_{d,f}(vb, M, n, A, lda, C, ldc)    upper triangle of C += A^T A
  *   lysep_backprop_{d,f}(vb, M, k, n, A, delta, W, S, deriv, gW, gb, Dp)
  *       one backpropagation layer: gW = A^T delta, gb = column sums of delta, and
@@ -115,6 +118,22 @@ static int lysep_trial_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const ptrdiff_t 
                                const float *g, float *Z_out, float *R_out, float *Zc,
                                double *rs)
 { LYSEP_SG_DISPATCH(trial_rows_f, m, n, active, step, Z, R, g, Z_out, R_out, Zc, rs); }
+static int lysep_zgrad_rows_d(int vb, ptrdiff_t m, ptrdiff_t n, const double *R,
+                              const double *Z, const double *D, int from_value, double c1,
+                              double c2, double *G, double *rs, double *zsq, double *gsq)
+{ LYSEP_SG_DISPATCH(zgrad_rows_d, m, n, R, Z, D, from_value, c1, c2, G, rs, zsq, gsq); }
+static int lysep_zgrad_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const float *R,
+                              const float *Z, const float *D, int from_value, float c1,
+                              float c2, float *G, double *rs, double *zsq, double *gsq)
+{ LYSEP_SG_DISPATCH(zgrad_rows_f, m, n, R, Z, D, from_value, c1, c2, G, rs, zsq, gsq); }
+static int lysep_target_rows_d(int vb, ptrdiff_t m, ptrdiff_t n, const double *Zn,
+                               const double *b, const double *Rn, double *Zb, double *zbsq,
+                               double *rnsq)
+{ LYSEP_SG_DISPATCH(target_rows_d, m, n, Zn, b, Rn, Zb, zbsq, rnsq); }
+static int lysep_target_rows_f(int vb, ptrdiff_t m, ptrdiff_t n, const float *Zn,
+                               const float *b, const float *Rn, float *Zb, double *zbsq,
+                               double *rnsq)
+{ LYSEP_SG_DISPATCH(target_rows_f, m, n, Zn, b, Rn, Zb, zbsq, rnsq); }
 static int lysep_backprop_d(int vb, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const double *A,
                             const double *delta, const double *W, const double *S, int deriv,
                             double *gW, double *gb, double *Dp)

@@ -354,6 +354,89 @@ static int SG_FN(trial_rows)(ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
     return 0;
 }
 
+/* Sum of the lanes of a vector, in double. */
+static inline __attribute__((always_inline)) double SG_FN(hsum)(SG_V q)
+{
+    double t = 0;
+    for (ptrdiff_t l = 0; l < SG_VL; l++)
+        t += (double)q[l];
+    return t;
+}
+
+/* What a hidden Z step needs of its rows before the first trial, in one pass (m rows of
+ * n columns): G_i := c1 R_i - c2 d_i * G_i (G holds the product R_next W^T on entry),
+ * with d_i = 1 - D_i^2 when from_value (D holds tanh's values) or d_i = D_i; and the
+ * squared norms rs_i = ||R_i||^2, zsq_i = ||Z_i||^2 and gsq_i = ||G_i||^2 (out). */
+static int SG_FN(zgrad_rows)(ptrdiff_t m, ptrdiff_t n, const SG_T *R, const SG_T *Z,
+                             const SG_T *D, int from_value, SG_T c1, SG_T c2, SG_T *G,
+                             double *rs, double *zsq, double *gsq)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const SG_T *r = R + i * n, *z = Z + i * n, *dd = D + i * n;
+        SG_T *g = G + i * n;
+        SG_V qr = {0}, qz = {0}, qg = {0}, rv, zv, dv, gv;
+        ptrdiff_t j = 0;
+        for (; j + SG_VL <= n; j += SG_VL) {
+            memcpy(&rv, r + j, sizeof(SG_V));
+            memcpy(&zv, z + j, sizeof(SG_V));
+            memcpy(&dv, dd + j, sizeof(SG_V));
+            memcpy(&gv, g + j, sizeof(SG_V));
+            if (from_value)
+                dv = (SG_T)1 - dv * dv;
+            gv = c1 * rv - c2 * (dv * gv);
+            memcpy(g + j, &gv, sizeof(SG_V));
+            qr += rv * rv; qz += zv * zv; qg += gv * gv;
+        }
+        if (j < n) {                     /* zero lanes past n: g = 0 there */
+            ptrdiff_t tail = n - j;
+            rv = SG_FN(load_tail)(r + j, tail);
+            zv = SG_FN(load_tail)(z + j, tail);
+            dv = SG_FN(load_tail)(dd + j, tail);
+            gv = SG_FN(load_tail)(g + j, tail);
+            if (from_value)
+                dv = (SG_T)1 - dv * dv;
+            gv = c1 * rv - c2 * (dv * gv);
+            SG_FN(store_tail)(g + j, gv, tail);
+            qr += rv * rv; qz += zv * zv; qg += gv * gv;
+        }
+        rs[i] = SG_FN(hsum)(qr);
+        zsq[i] = SG_FN(hsum)(qz);
+        gsq[i] = SG_FN(hsum)(qg);
+    }
+    return 0;
+}
+
+/* The next layer's fixed target of a hidden Z step, for m rows of n columns:
+ * Zb_i := Zn_i - b, with zbsq_i = ||Zb_i||^2 and rnsq_i = ||Rn_i||^2 (out). */
+static int SG_FN(target_rows)(ptrdiff_t m, ptrdiff_t n, const SG_T *Zn, const SG_T *b,
+                              const SG_T *Rn, SG_T *Zb, double *zbsq, double *rnsq)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const SG_T *zn = Zn + i * n, *rn = Rn + i * n;
+        SG_T *zb = Zb + i * n;
+        SG_V qb = {0}, qn = {0}, zv, bv, rv;
+        ptrdiff_t j = 0;
+        for (; j + SG_VL <= n; j += SG_VL) {
+            memcpy(&zv, zn + j, sizeof(SG_V));
+            memcpy(&bv, b + j, sizeof(SG_V));
+            memcpy(&rv, rn + j, sizeof(SG_V));
+            zv = zv - bv;
+            memcpy(zb + j, &zv, sizeof(SG_V));
+            qb += zv * zv; qn += rv * rv;
+        }
+        if (j < n) {
+            ptrdiff_t tail = n - j;
+            zv = SG_FN(load_tail)(zn + j, tail) - SG_FN(load_tail)(b + j, tail);
+            rv = SG_FN(load_tail)(rn + j, tail);
+            SG_FN(store_tail)(zb + j, zv, tail);
+            qb += zv * zv; qn += rv * rv;
+        }
+        zbsq[i] = SG_FN(hsum)(qb);
+        rnsq[i] = SG_FN(hsum)(qn);
+    }
+    return 0;
+}
+
 /* Rows [p0, p0 + pr) of C += A^T B (nv full + h half vectors of columns), the sum over
  * all M rows held in registers; with colsum, colsum (nv + h slots) := the column sums of B
  * over the M rows, from the rows the tile loads anyway. */

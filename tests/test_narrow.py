@@ -335,6 +335,37 @@ def test_trial_rows_match_numpy(vb, n, dtype):
 
 
 @pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("n", [1, 3, 8, 20, 41])
+@pytest.mark.parametrize("from_value", [True, False])
+def test_z_gradient_rows_match_numpy(vb, n, from_value, dtype):
+    m = 13
+    R, Z, G = (rng.normal(size=(m, n)).astype(dtype) for _ in range(3))
+    D = np.tanh(rng.normal(size=(m, n))).astype(dtype)
+    c1, c2 = 0.7, 1.9
+    d = 1 - D.astype(np.float64) ** 2 if from_value else D.astype(np.float64)
+    expect = c1 * R.astype(np.float64) - c2 * d * G
+    rs, zsq, gsq = (np.full(m, np.nan) for _ in range(3))
+    _fnn_blocks._zgrad_rows_check(R, Z, D, from_value, c1, c2, G, rs, zsq, gsq, vb)
+    close(G, expect, dtype, scale=4.0)
+    close(rs, np.sum(R.astype(np.float64) ** 2, axis=1), dtype, scale=rs.max())
+    close(zsq, np.sum(Z.astype(np.float64) ** 2, axis=1), dtype, scale=zsq.max())
+    close(gsq, np.sum(G.astype(np.float64) ** 2, axis=1), dtype, scale=gsq.max())
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
+@pytest.mark.parametrize("n", [1, 3, 8, 20, 41])
+def test_z_target_rows_match_numpy(vb, n, dtype):
+    m = 13
+    Zn, Rn = (rng.normal(size=(m, n)).astype(dtype) for _ in range(2))
+    b = rng.normal(size=n).astype(dtype)
+    Zb, zbsq, rnsq = np.full((m, n), np.nan, dtype), np.full(m, np.nan), np.full(m, np.nan)
+    _fnn_blocks._target_rows_check(Zn, b, Rn, Zb, zbsq, rnsq, vb)
+    np.testing.assert_array_equal(Zb, Zn - b)      # one rounding, as NumPy's subtraction
+    close(zbsq, np.sum(Zb.astype(np.float64) ** 2, axis=1), dtype, scale=zbsq.max())
+    close(rnsq, np.sum(Rn.astype(np.float64) ** 2, axis=1), dtype, scale=rnsq.max())
+
+
+@pytest.mark.parametrize("vb", WIDTHS)
 @pytest.mark.parametrize("M,n", [(1, 1), (5, 7), (300, 72), (70, 24), (9, 50), (2000, 33)])
 def test_gram_upper_triangle(vb, M, n, dtype):
     A = rng.normal(size=(M, n)).astype(dtype)
