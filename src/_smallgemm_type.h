@@ -63,6 +63,15 @@ SG_FN(store_tail)(SG_T *p, SG_V v, ptrdiff_t tail)
 #endif
 }
 
+/* Sum of the lanes of a vector, in double. */
+static inline __attribute__((always_inline)) double SG_FN(hsum)(SG_V q)
+{
+    double t = 0;
+    for (ptrdiff_t l = 0; l < SG_VL; l++)
+        t += (double)q[l];
+    return t;
+}
+
 /* Columns [0, n) of row c := row v (n <= nv * VL; the last vector may be partial). */
 static inline __attribute__((always_inline)) void
 SG_FN(store_row)(SG_T *c, const SG_V *v, int nv, ptrdiff_t n)
@@ -235,8 +244,7 @@ SG_FN(nn_tile)(int mr, int nv, int h, ptrdiff_t k, ptrdiff_t n, const SG_T *A, p
                 SG_V q = acc[i][0] * acc[i][0];
                 for (int j = 1; j < nv; j++)
                     q += acc[i][j] * acc[i][j];
-                for (ptrdiff_t l = 0; l < SG_VL; l++)
-                    t += (double)q[l];
+                t = SG_FN(hsum)(q);
             }
             if (h) {
                 SG_H qh = acch[i] * acch[i];
@@ -346,21 +354,9 @@ static int SG_FN(trial_rows)(ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
                 SG_FN(store_tail)(zc + j, zt, tail);
             q += rt * rt;
         }
-        double t = 0;
-        for (ptrdiff_t l = 0; l < SG_VL; l++)
-            t += (double)q[l];
-        rs[a] = t;
+        rs[a] = SG_FN(hsum)(q);
     }
     return 0;
-}
-
-/* Sum of the lanes of a vector, in double. */
-static inline __attribute__((always_inline)) double SG_FN(hsum)(SG_V q)
-{
-    double t = 0;
-    for (ptrdiff_t l = 0; l < SG_VL; l++)
-        t += (double)q[l];
-    return t;
 }
 
 /* What a hidden Z step needs of its rows before the first trial, in one pass (m rows of
@@ -751,11 +747,7 @@ static double SG_FN(ssq)(ptrdiff_t n, const SG_T *x)
         v1 = SG_FN(load_tail)(x + i, n - i);
         s1 += v1 * v1;
     }
-    s0 = (s0 + s1) + (s2 + s3);
-    double total = 0;
-    for (ptrdiff_t l = 0; l < SG_VL; l++)
-        total += (double)s0[l];
-    return total;
+    return SG_FN(hsum)((s0 + s1) + (s2 + s3));
 }
 
 #undef SG_CAT3_
