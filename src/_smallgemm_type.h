@@ -9,6 +9,23 @@
 
 typedef SG_T SG_V __attribute__((vector_size(LYSEP_VBYTES), aligned(sizeof(SG_T))));
 
+/* Unaligned vector loads and stores.  Not memcpy: inside the AVX2 target region gcc 12
+ * expands a 32-byte memcpy as two 16-byte moves through a stack slot and reloads the
+ * vector from there, a failed store forward on every element (the AVX2 narrow kernels
+ * ran at a third of their speed); a may_alias vector access is one vmovupd. */
+typedef SG_T SG_FN(vecu) __attribute__((vector_size(LYSEP_VBYTES), aligned(sizeof(SG_T)),
+                                        may_alias));
+
+static inline __attribute__((always_inline)) SG_V SG_FN(ld)(const SG_T *p)
+{
+    return *(const SG_FN(vecu) *)p;
+}
+
+static inline __attribute__((always_inline)) void SG_FN(st)(SG_T *p, SG_V v)
+{
+    *(SG_FN(vecu) *)p = v;
+}
+
 /* A half-width vector for a row's last few columns: a row of 20 doubles is two 512-bit
  * vectors and one 256-bit one rather than three 512-bit vectors with 4 lanes idle.  CPUs
  * that split 512-bit work into two 256-bit halves (AMD Zen 4) run the half at half
@@ -77,7 +94,7 @@ static inline __attribute__((always_inline)) void
 SG_FN(store_row)(SG_T *c, const SG_V *v, int nv, ptrdiff_t n)
 {
     for (int j = 0; j < nv - 1; j++)
-        memcpy(c + j * SG_VL, &v[j], sizeof(SG_V));
+        SG_FN(st)(c + j * SG_VL, v[j]);
     SG_FN(store_tail)(c + (nv - 1) * SG_VL, v[nv - 1], n - (nv - 1) * SG_VL);
 }
 
@@ -86,7 +103,7 @@ static inline __attribute__((always_inline)) void
 SG_FN(load_row)(SG_V *v, const SG_T *c, int nv, ptrdiff_t n)
 {
     for (int j = 0; j < nv - 1; j++)
-        memcpy(&v[j], c + j * SG_VL, sizeof(SG_V));
+        v[j] = SG_FN(ld)(c + j * SG_VL);
     v[nv - 1] = SG_FN(load_tail)(c + (nv - 1) * SG_VL, n - (nv - 1) * SG_VL);
 }
 
@@ -168,7 +185,7 @@ SG_FN(load_row2)(SG_V *v, SG_H *vh, const SG_T *c, int nv, int h, ptrdiff_t n)
         return;
     }
     for (int j = 0; j < nv; j++)
-        memcpy(&v[j], c + j * SG_VL, sizeof(SG_V));
+        v[j] = SG_FN(ld)(c + j * SG_VL);
     *vh = SG_FN(load_tail_h)(c + nv * SG_VL, n - nv * SG_VL);
 }
 
@@ -180,7 +197,7 @@ SG_FN(store_row2)(SG_T *c, const SG_V *v, SG_H vh, int nv, int h, ptrdiff_t n)
         return;
     }
     for (int j = 0; j < nv; j++)
-        memcpy(c + j * SG_VL, &v[j], sizeof(SG_V));
+        SG_FN(st)(c + j * SG_VL, v[j]);
     SG_FN(store_tail_h)(c + nv * SG_VL, vh, n - nv * SG_VL);
 }
 
@@ -330,15 +347,15 @@ static int SG_FN(trial_rows)(ptrdiff_t m, ptrdiff_t n, const ptrdiff_t *active,
         SG_T *zo = Z_out + i * n, *ro = R_out + i * n, *zc = Zc ? Zc + a * n : NULL;
         SG_V q = {0}, zv, rv, gv, zt, rt;
         for (; j + SG_VL <= n; j += SG_VL) {
-            memcpy(&zv, z + j, sizeof(SG_V));
-            memcpy(&rv, r + j, sizeof(SG_V));
-            memcpy(&gv, gi + j, sizeof(SG_V));
+            zv = SG_FN(ld)(z + j);
+            rv = SG_FN(ld)(r + j);
+            gv = SG_FN(ld)(gi + j);
             zt = zv - st * gv;
             rt = rv + (zt - zv);
-            memcpy(zo + j, &zt, sizeof(SG_V));
-            memcpy(ro + j, &rt, sizeof(SG_V));
+            SG_FN(st)(zo + j, zt);
+            SG_FN(st)(ro + j, rt);
             if (zc)
-                memcpy(zc + j, &zt, sizeof(SG_V));
+                SG_FN(st)(zc + j, zt);
             q += rt * rt;
         }
         if (j < n) {
@@ -373,14 +390,14 @@ static int SG_FN(zgrad_rows)(ptrdiff_t m, ptrdiff_t n, const SG_T *R, const SG_T
         SG_V qr = {0}, qz = {0}, qg = {0}, rv, zv, dv, gv;
         ptrdiff_t j = 0;
         for (; j + SG_VL <= n; j += SG_VL) {
-            memcpy(&rv, r + j, sizeof(SG_V));
-            memcpy(&zv, z + j, sizeof(SG_V));
-            memcpy(&dv, dd + j, sizeof(SG_V));
-            memcpy(&gv, g + j, sizeof(SG_V));
+            rv = SG_FN(ld)(r + j);
+            zv = SG_FN(ld)(z + j);
+            dv = SG_FN(ld)(dd + j);
+            gv = SG_FN(ld)(g + j);
             if (from_value)
                 dv = (SG_T)1 - dv * dv;
             gv = c1 * rv - c2 * (dv * gv);
-            memcpy(g + j, &gv, sizeof(SG_V));
+            SG_FN(st)(g + j, gv);
             qr += rv * rv; qz += zv * zv; qg += gv * gv;
         }
         if (j < n) {                     /* zero lanes past n: g = 0 there */
@@ -413,11 +430,11 @@ static int SG_FN(target_rows)(ptrdiff_t m, ptrdiff_t n, const SG_T *Zn, const SG
         SG_V qb = {0}, qn = {0}, zv, bv, rv;
         ptrdiff_t j = 0;
         for (; j + SG_VL <= n; j += SG_VL) {
-            memcpy(&zv, zn + j, sizeof(SG_V));
-            memcpy(&bv, b + j, sizeof(SG_V));
-            memcpy(&rv, rn + j, sizeof(SG_V));
+            zv = SG_FN(ld)(zn + j);
+            bv = SG_FN(ld)(b + j);
+            rv = SG_FN(ld)(rn + j);
             zv = zv - bv;
-            memcpy(zb + j, &zv, sizeof(SG_V));
+            SG_FN(st)(zb + j, zv);
             qb += zv * zv; qn += rv * rv;
         }
         if (j < n) {
@@ -733,14 +750,14 @@ static double SG_FN(ssq)(ptrdiff_t n, const SG_T *x)
     SG_V s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, v0, v1, v2, v3;
     ptrdiff_t i = 0;
     for (; i + 4 * SG_VL <= n; i += 4 * SG_VL) {
-        memcpy(&v0, x + i, sizeof(SG_V));
-        memcpy(&v1, x + i + SG_VL, sizeof(SG_V));
-        memcpy(&v2, x + i + 2 * SG_VL, sizeof(SG_V));
-        memcpy(&v3, x + i + 3 * SG_VL, sizeof(SG_V));
+        v0 = SG_FN(ld)(x + i);
+        v1 = SG_FN(ld)(x + i + SG_VL);
+        v2 = SG_FN(ld)(x + i + 2 * SG_VL);
+        v3 = SG_FN(ld)(x + i + 3 * SG_VL);
         s0 += v0 * v0; s1 += v1 * v1; s2 += v2 * v2; s3 += v3 * v3;
     }
     for (; i + SG_VL <= n; i += SG_VL) {
-        memcpy(&v0, x + i, sizeof(SG_V));
+        v0 = SG_FN(ld)(x + i);
         s0 += v0 * v0;
     }
     if (i < n) {
