@@ -3,10 +3,10 @@
  * At width 20 a layer product Z = A W has N x 20 x 20 shape: OpenBLAS packs both
  * operands for it and runs at about a third of the FMA rate, and the layer's element-wise
  * work is a second pass over memory.  These kernels keep the small operand in registers
- * (a tile of 4 rows x up to 4 vectors of accumulators) and stream the long one once, so
- * callers can process a few rows at a time and fuse the element-wise work while the rows
- * are in L1.  _smallgemm_body.h is compiled for the baseline, AVX2+FMA and AVX-512 with
- * run-time dispatch, like _vecmath.h.
+ * (a tile of 4 rows x up to 5 vectors of accumulators; 2 rows of 5 with 16 registers)
+ * and stream the long one once, so callers can process a few rows at a time and fuse the
+ * element-wise work while the rows are in L1.  _smallgemm_body.h is compiled for the
+ * baseline, AVX2+FMA and AVX-512 with run-time dispatch, like _vecmath.h.
  *
  *   lysep_rows_nn_ex_{d,f}(vb, M, k, n, A, lda, B, ldb, alpha, C0, ldc0, idx, bias, C, ldc, ssq)
  *       C[r, :] = C0[r, :] + bias + alpha * A[r, :] B      (row-major; C0, bias may be NULL;
@@ -72,7 +72,7 @@ static int lysep_smallgemm_vbytes(void)
 /* Widest output (columns) the kernels take, for vector width vb and elements of `size` bytes. */
 static ptrdiff_t lysep_smallgemm_max_n(int vb, size_t size)
 {
-    return (ptrdiff_t)(4 * vb / size);
+    return (ptrdiff_t)(5 * vb / size);     /* SG_MAXS vectors */
 }
 
 /* `vb` picks the variant by its vector width: lysep_smallgemm_vbytes() for the widest

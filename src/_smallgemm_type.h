@@ -210,12 +210,20 @@ static inline int SG_FN(shape)(ptrdiff_t n)
     return (int)(2 * (slots - h) + h);
 }
 
-/* Every shape code of at most 4 slots, for switches: X(nv, h). */
+/* Every shape code of at most SG_MAXS = 5 slots, for switches: X(nv, h).  Five slots
+ * take a row of 20 doubles in 256-bit vectors (AVX2). */
+#define SG_MAXS 5
 #if SG_HALF_OK
-#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(0, 1) X(1, 1) X(2, 1) X(3, 1)
+#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(5, 0) \
+    X(0, 1) X(1, 1) X(2, 1) X(3, 1) X(4, 1)
 #else
-#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0)
+#define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(5, 0)
 #endif
+
+/* Rows per register tile for rows of `slots` vectors: 4 x 5 accumulators fit 32 vector
+ * registers, but with 16 (AVX2, SSE2) five slots take 2 rows (10 accumulators, the
+ * operand row and the broadcast). */
+#define SG_TILE_ROWS(slots) (LYSEP_VBYTES == 64 || (slots) <= 4 ? 4 : 2)
 
 /* mr rows x (nv full + h half) vectors of C = C0 + bias + A Bp (Bp: k packed rows of
  * nv + h vectors, alpha folded in; bias packed likewise). */
@@ -225,7 +233,7 @@ SG_FN(nn_tile)(int mr, int nv, int h, ptrdiff_t k, ptrdiff_t n, const SG_T *A, p
                const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
     const int nt = nv + h;
-    SG_V acc[4][4], b[4], c0[4];
+    SG_V acc[4][SG_MAXS], b[SG_MAXS], c0[SG_MAXS];
     SG_H acch[4], bh = {0}, c0h = {0};
     for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nv; j++)
@@ -278,9 +286,10 @@ SG_FN(nn_rows)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T 
                ptrdiff_t lda, const SG_V *Bp, const SG_V *bias, const SG_T *C0, ptrdiff_t ldc0,
                const ptrdiff_t *idx, SG_T *C, ptrdiff_t ldc, double *ssq)
 {
+    const int tr = SG_TILE_ROWS(nv + h);
     ptrdiff_t r = 0;
-    for (; r + 4 <= M; r += 4)
-        SG_FN(nn_tile)(4, nv, h, k, n, A + r * lda, lda, Bp, bias,
+    for (; r + tr <= M; r += tr)
+        SG_FN(nn_tile)(tr, nv, h, k, n, A + r * lda, lda, Bp, bias,
                        C0 && !idx ? C0 + r * ldc0 : C0, ldc0, idx ? idx + r : NULL,
                        C + r * ldc, ldc, ssq ? ssq + r : NULL);
     for (; r < M; r++)
@@ -300,7 +309,7 @@ static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *
     if (n <= 0 || M <= 0)
         return 0;
     int nv = (int)((n + SG_VL - 1) / SG_VL);
-    if (nv > 4)
+    if (nv > SG_MAXS)
         return 1;
     /* B scaled by alpha, each row padded with zeros to nv whole vectors: on the stack
      * for the small B of a thin layer (these calls come a block of rows at a time) */
@@ -309,7 +318,7 @@ static int SG_FN(rows_nn_ex)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *
     SG_V *Bp = need <= 128 ? Bstack : (SG_V *)malloc(need * sizeof(SG_V));
     if (!Bp)
         return 1;
-    SG_V bv[4];
+    SG_V bv[SG_MAXS];
     for (ptrdiff_t p = 0; p < k; p++) {
         SG_FN(load_row)(Bp + p * nv, B + p * ldb, nv, n);
         for (int j = 0; j < nv; j++)
@@ -457,7 +466,8 @@ static inline __attribute__((always_inline)) void
 SG_FN(tn_tile)(int pr, int nv, int h, ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t lda,
                const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc, SG_V *colsum)
 {
-    SG_V acc[8][4], b[4], c[4], cs[4];     /* pr <= 8: 8 only with 32 vector registers */
+    /* pr <= 8: 8 only with 32 vector registers */
+    SG_V acc[8][SG_MAXS], b[SG_MAXS], c[SG_MAXS], cs[SG_MAXS];
     SG_H acch[8], bh = {0}, ch = {0}, csh = {0};
     for (int i = 0; i < pr; i++) {
         for (int j = 0; j < nv; j++)
@@ -504,9 +514,10 @@ static inline __attribute__((always_inline)) void
 SG_FN(tn_cols)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
                ptrdiff_t lda, const SG_T *B, ptrdiff_t ldb, SG_T *C, ptrdiff_t ldc)
 {
+    const int tr = SG_TILE_ROWS(nv + h);
     ptrdiff_t p = 0;
-    for (; p + 4 <= k; p += 4)
-        SG_FN(tn_tile)(4, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
+    for (; p + tr <= k; p += tr)
+        SG_FN(tn_tile)(tr, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
     for (; p < k; p++)
         SG_FN(tn_tile)(1, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
 }
@@ -516,7 +527,7 @@ static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
 {
     if (n <= 0 || k <= 0)
         return 0;
-    if ((n + SG_VL - 1) / SG_VL > 4)
+    if ((n + SG_VL - 1) / SG_VL > SG_MAXS)
         return 1;
     switch (SG_FN(shape)(n)) {
 #define SG_TN_CASE(v, hh) \
@@ -550,7 +561,7 @@ SG_FN(bp_tile)(int mr, int nv, int h, ptrdiff_t n, ptrdiff_t k, const SG_T *delt
                const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp)
 {
     const int nt = nv + h;
-    SG_V acc[4][4], w[4], s[4];
+    SG_V acc[4][SG_MAXS], w[SG_MAXS], s[SG_MAXS];
     SG_H acch[4], wh = {0}, sh = {0};
     const SG_V one = (SG_V){0} + (SG_T)1;
     const SG_H oneh = (SG_H){0} + (SG_T)1;
@@ -589,15 +600,16 @@ SG_FN(bp_rows)(int nv, int h, ptrdiff_t M, ptrdiff_t n, ptrdiff_t k, const SG_T 
                const SG_V *Wt, const SG_T *S, int deriv, SG_T *Dp, const SG_T *pa,
                const SG_T *pd)
 {
+    const int tr = SG_TILE_ROWS(nv + h);
     ptrdiff_t r = 0;
-    for (; r + 4 <= M; r += 4) {
+    for (; r + tr <= M; r += tr) {
         if (pa) {
-            for (ptrdiff_t o = 0; o < 4 * k; o += 64 / (ptrdiff_t)sizeof(SG_T))
+            for (ptrdiff_t o = 0; o < tr * k; o += 64 / (ptrdiff_t)sizeof(SG_T))
                 __builtin_prefetch(pa + r * k + o);
-            for (ptrdiff_t o = 0; o < 4 * n; o += 64 / (ptrdiff_t)sizeof(SG_T))
+            for (ptrdiff_t o = 0; o < tr * n; o += 64 / (ptrdiff_t)sizeof(SG_T))
                 __builtin_prefetch(pd + r * n + o);
         }
-        SG_FN(bp_tile)(4, nv, h, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
+        SG_FN(bp_tile)(tr, nv, h, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
     }
     for (; r < M; r++)
         SG_FN(bp_tile)(1, nv, h, n, k, delta + r * n, Wt, S + r * k, deriv, Dp + r * k);
@@ -619,12 +631,13 @@ SG_FN(tn_cols_bp)(int nv, int h, ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG
             SG_FN(tn_tile)(8, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
     }
 #endif
-    if (p == 0 && k >= 4) {
-        SG_FN(tn_tile)(4, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
-        p = 4;
+    const int tr = SG_TILE_ROWS(nv + h);
+    if (p == 0 && k >= tr) {
+        SG_FN(tn_tile)(tr, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
+        p = tr;
     }
-    for (; p + 4 <= k; p += 4)
-        SG_FN(tn_tile)(4, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
+    for (; p + tr <= k; p += tr)
+        SG_FN(tn_tile)(tr, nv, h, M, n, A + p, lda, B, ldb, C + p * ldc, ldc, NULL);
     if (p == 0) {
         SG_FN(tn_tile)(1, nv, h, M, n, A, lda, B, ldb, C, ldc, colsum);
         p = 1;
@@ -646,9 +659,9 @@ static int SG_FN(backprop)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
                            SG_T *gW, double *gb, SG_T *Dp)
 {
     int nvn = (int)((n + SG_VL - 1) / SG_VL), nvk = (int)((k + SG_VL - 1) / SG_VL);
-    if (n <= 0 || k <= 0 || nvn > 4 || (Dp && nvk > 4))
+    if (n <= 0 || k <= 0 || nvn > SG_MAXS || (Dp && nvk > SG_MAXS))
         return 1;
-    SG_V Wstack[128], sum[4];
+    SG_V Wstack[128], sum[SG_MAXS];
     size_t need = Dp ? (size_t)n * nvk : 1;
     SG_V *Wt = need <= 128 ? Wstack : (SG_V *)malloc(need * sizeof(SG_V));
     if (!Wt)
@@ -773,6 +786,8 @@ static double SG_FN(ssq)(ptrdiff_t n, const SG_T *x)
 #undef SG_H
 #undef SG_HL
 #undef SG_SHAPES
+#undef SG_MAXS
+#undef SG_TILE_ROWS
 #undef SG_DERIV_APPLY
 #undef SG_FN
 #undef SG_V

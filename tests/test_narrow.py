@@ -11,6 +11,7 @@ from conftest import RTOL, next_layer
 
 rng = np.random.default_rng(7)
 WIDTHS = _fnn_blocks._simd_widths()
+MAX_SLOTS = 5           # the widest output the narrow products take, in vectors
 
 
 def close(a, b, dtype, scale=None):
@@ -55,12 +56,12 @@ def test_tn_product_accumulates(vb, M, k, n, dtype):
 
 @pytest.mark.parametrize("vb", WIDTHS)
 def test_every_tile_shape_of_the_narrow_kernels(vb, dtype):
-    """Every output width the kernels take, 1 .. 4 vectors: the rows' last columns go in
+    """Every output width the kernels take, 1 .. 5 vectors: the rows' last columns go in
     a full vector or, when they fit, a half-width one (2 nv + h shapes), so each shape of
     the rows product, the A^T B product and the fused backprop kernel (gW, gb, Dp) runs
     here for each variant."""
-    width = 4 * vb // np.dtype(dtype).itemsize
-    M = 13                                    # three 4-row tiles and a single row
+    width = MAX_SLOTS * vb // np.dtype(dtype).itemsize
+    M = 13                  # three 4-row tiles (six 2-row ones) and a single row
     for n in range(1, width + 1):
         k = (n * 7) % width + 1               # the other dimension varies too
         A = rng.normal(size=(M, k)).astype(dtype)
@@ -308,7 +309,7 @@ def test_gathered_product_and_row_norms(vb, M, k, n, dtype):
     idx = np.sort(rng.choice(3 * M, M, replace=False)).astype(np.intp)
     C, ssq = np.full((M, n), np.nan, dtype), np.full(M, np.nan)
     took = _fnn_blocks._gather_product(A, B, -1.0, C0, idx, C, ssq, vb)
-    if n > 4 * vb // np.dtype(dtype).itemsize:       # wider than the kernel: BLAS's turn
+    if n > MAX_SLOTS * vb // np.dtype(dtype).itemsize:       # wider than the kernel: BLAS's turn
         assert not took
         return
     assert took
@@ -398,7 +399,7 @@ def test_backprop_kernel_matches_numpy(vb, M, k, n, deriv, dtype):
     S = rng.normal(size=(M, k)).astype(dtype) if deriv == 3 else A
     gW, gb = np.full((k, n), np.nan, dtype), np.full(n, np.nan)
     Dp = np.full((M, k), np.nan, dtype) if deriv is not None else None
-    width = 4 * vb // np.dtype(dtype).itemsize
+    width = MAX_SLOTS * vb // np.dtype(dtype).itemsize
     taken = _fnn_blocks._backprop_product(A, delta, W, S if deriv else None, deriv or 0,
                                           gW, gb, Dp, vb)
     assert taken == (n <= width and (deriv is None or k <= width))
