@@ -36,6 +36,10 @@
 #include <string.h>
 #include "_vecmath.h"
 
+/* The widest row the kernels take, in vectors (the tiles' accumulator arrays and
+ * lysep_smallgemm_max_n below). */
+#define LYSEP_SG_MAX_SLOTS 5
+
 #define LYSEP_SG_PREFIX lysep_sgbase
 #define LYSEP_VBYTES 16
 #include "_smallgemm_body.h"
@@ -72,7 +76,7 @@ static int lysep_smallgemm_vbytes(void)
 /* Widest output (columns) the kernels take, for vector width vb and elements of `size` bytes. */
 static ptrdiff_t lysep_smallgemm_max_n(int vb, size_t size)
 {
-    return (ptrdiff_t)(5 * vb / size);     /* SG_MAXS vectors */
+    return (ptrdiff_t)(LYSEP_SG_MAX_SLOTS * vb / size);
 }
 
 /* `vb` picks the variant by its vector width: lysep_smallgemm_vbytes() for the widest

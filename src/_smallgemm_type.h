@@ -212,13 +212,21 @@ static inline int SG_FN(shape)(ptrdiff_t n)
 
 /* Every shape code of at most SG_MAXS = 5 slots, for switches: X(nv, h).  Five slots
  * take a row of 20 doubles in 256-bit vectors (AVX2). */
-#define SG_MAXS 5
+#define SG_MAXS LYSEP_SG_MAX_SLOTS
 #if SG_HALF_OK
 #define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(5, 0) \
     X(0, 1) X(1, 1) X(2, 1) X(3, 1) X(4, 1)
 #else
 #define SG_SHAPES(X) X(1, 0) X(2, 0) X(3, 0) X(4, 0) X(5, 0)
 #endif
+
+/* Rows per chunk of a product over many rows whose rows of `cols` elements should about
+ * fill L1 (32 KB), at least 8, so that every tile passing over the chunk reads it there. */
+static inline ptrdiff_t SG_FN(l1_rows)(ptrdiff_t cols)
+{
+    ptrdiff_t rb = 32768 / (ptrdiff_t)(cols * sizeof(SG_T));
+    return rb < 8 ? 8 : rb;
+}
 
 /* Rows per register tile for rows of `slots` vectors: 4 x 5 accumulators fit 32 vector
  * registers, but with 16 (AVX2, SSE2) five slots take 2 rows (10 accumulators, the
@@ -529,11 +537,9 @@ static int SG_FN(tn_acc)(ptrdiff_t M, ptrdiff_t k, ptrdiff_t n, const SG_T *A,
         return 0;
     if ((n + SG_VL - 1) / SG_VL > SG_MAXS)
         return 1;
-    /* rows in chunks whose A and B rows about fill L1, so that every tile of C reads the
-     * chunk from L1: unchunked, the 10 tiles of a 20x20 C in float64 on AVX2 streamed
-     * all of a 3000-row B from L2 ten times */
-    ptrdiff_t rb = 32768 / (ptrdiff_t)((k + n) * sizeof(SG_T));
-    rb = rb < 8 ? 8 : rb;
+    /* rows in L1-sized chunks of A and B: unchunked, the 10 tiles of a 20x20 C in
+     * float64 on AVX2 streamed all of a 3000-row B from L2 ten times */
+    const ptrdiff_t rb = SG_FN(l1_rows)(k + n);
     int shape = SG_FN(shape)(n);
     for (ptrdiff_t r0 = 0; r0 < M; r0 += rb) {
         ptrdiff_t mb = M - r0 < rb ? M - r0 : rb;
@@ -749,8 +755,7 @@ static int SG_FN(gram_acc)(ptrdiff_t M, ptrdiff_t n, const SG_T *A, ptrdiff_t ld
                            SG_T *C, ptrdiff_t ldc)
 {
     const ptrdiff_t W = 3 * SG_VL;
-    ptrdiff_t rb = 32768 / (ptrdiff_t)(n * sizeof(SG_T));
-    rb = rb < 8 ? 8 : rb;
+    const ptrdiff_t rb = SG_FN(l1_rows)(n);
     for (ptrdiff_t r0 = 0; r0 < M; r0 += rb) {
         ptrdiff_t mb = M - r0 < rb ? M - r0 : rb;
         const SG_T *Ab = A + r0 * lda;
