@@ -95,7 +95,10 @@ SG_FN(store_row)(SG_T *c, const SG_V *v, int nv, ptrdiff_t n)
 {
     for (int j = 0; j < nv - 1; j++)
         SG_FN(st)(c + j * SG_VL, v[j]);
-    SG_FN(store_tail)(c + (nv - 1) * SG_VL, v[nv - 1], n - (nv - 1) * SG_VL);
+    if (n == nv * SG_VL)
+        SG_FN(st)(c + (nv - 1) * SG_VL, v[nv - 1]);
+    else
+        SG_FN(store_tail)(c + (nv - 1) * SG_VL, v[nv - 1], n - (nv - 1) * SG_VL);
 }
 
 /* Row c (n columns) as nv vectors, zero past n. */
