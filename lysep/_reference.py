@@ -236,11 +236,13 @@ def z_hidden_work_rows(N, n, n2, itemsize, shared):
     return min(N, 1)
 
 
-def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2):
+def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2,
+                 colsum_out=None):
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
     it is ill conditioned (reciprocal condition estimate below rcond_min).
-    R_out may be None (the low-memory sweep: the residual is not stored).
+    R_out may be None (the low-memory sweep: the residual is not stored); colsum_out,
+    if given, receives the residual's column sums (bias_update_lean's stats).
     Returns (||R_out||^2, ||W_out||^2, status)."""
     N, n_in = A_prev.shape
     Zb = Z - b
@@ -260,6 +262,8 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
     R = (Zb - A_prev @ W_out).astype(A_prev.dtype, copy=False)
     if R_out is not None:
         R_out[...] = R
+    if colsum_out is not None:
+        colsum_out[...] = R.sum(axis=0, dtype=np.float64)
     return _ssq(R), _ssq(W_out), status
 
 
@@ -286,37 +290,57 @@ def _recomputed(src, kind_prev, W, b, Z, kind):
     return R, A
 
 
+def _column_sums(colsum_out, R, R_new):
+    """colsum_out (2 x n, or None) := the column sums of R and of R_new."""
+    if colsum_out is not None:
+        colsum_out[0] = R.sum(axis=0, dtype=np.float64)
+        colsum_out[1] = R_new.sum(axis=0, dtype=np.float64)
+
+
 def z_last_step_lean(src, kind_prev, W, b, Z, W_next, b_next, y, kind, omega, eta,
-                     lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out):
+                     lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out,
+                     colsum_out=None):
     """z_last_step from recomputed R = (Z - b) - sigma(src) W and A = sigma(Z); only
-    Z_out is written."""
+    Z_out is written.  colsum_out (2 x n): the column sums of R and of R_new."""
     R, A = _recomputed(src, kind_prev, W, b, Z, kind)
-    return z_last_step(Z, A, R, W_next, b_next, y, kind, omega, eta, lipschitz,
-                       max_backtracks, shrink, armijo, grow, eta_max, Z_out, None,
-                       np.empty_like(R), None, None, None)
+    R_out = np.empty_like(R)
+    out = z_last_step(Z, A, R, W_next, b_next, y, kind, omega, eta, lipschitz,
+                      max_backtracks, shrink, armijo, grow, eta_max, Z_out, None,
+                      R_out, None, None, None)
+    _column_sums(colsum_out, R, R_out)
+    return out
 
 
 def z_hidden_step_lean(src, kind_prev, W, b, Z, W_next, Z_next, b_next, kind, omega,
                        omega_next, eta, lipschitz, max_backtracks, shrink, armijo, grow,
-                       eta_max, Z_out):
+                       eta_max, Z_out, colsum_out=None):
     """z_hidden_step from recomputed R = (Z - b) - sigma(src) W, A = sigma(Z) and
-    R_next = (Z_next - b_next) - A W_next; only Z_out is written."""
+    R_next = (Z_next - b_next) - A W_next; only Z_out is written.  colsum_out (2 x n):
+    the column sums of R and of R_new."""
     R, A = _recomputed(src, kind_prev, W, b, Z, kind)
     R_next = (Z_next - b_next) - A @ W_next
-    return z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_next,
-                         eta, lipschitz, max_backtracks, shrink, armijo, grow, eta_max,
-                         Z_out, None, np.empty_like(R), np.empty_like(R_next), None, None,
-                         None, None)
+    R_out = np.empty_like(R)
+    out = z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_next,
+                        eta, lipschitz, max_backtracks, shrink, armijo, grow, eta_max,
+                        Z_out, None, R_out, np.empty_like(R_next), None, None, None, None)
+    _column_sums(colsum_out, R, R_out)
+    return out
 
 
-def bias_update_lean(A_prev, W, Z, b, b_out):
+def bias_update_lean(A_prev, W, Z, b, b_out, stats=None):
     """b_out := b + d, d the mean of the rows of R = (Z - b) - A_prev W; returns
     ||R - d||^2 = ||R||^2 - 2 d.sum(R) + N ||d||^2, or, when that is below ||R||^2 / 2,
-    ||(Z - b_out) - A_prev W||^2 computed again."""
+    ||(Z - b_out) - A_prev W||^2 computed again.  stats = (||R||^2, R's column sums),
+    when the caller has them (the ridge block's colsum_out), saves computing R."""
     N = Z.shape[0]
-    R = (Z - b) - A_prev @ W
-    col = R.sum(axis=0, dtype=np.float64)
-    s = _ssq(R)
+    if stats is None:
+        R = (Z - b) - A_prev @ W
+        s, col = _ssq(R), R.sum(axis=0, dtype=np.float64)
+    else:
+        s, col = float(stats[0]), np.asarray(stats[1], dtype=np.float64)
+        if col.shape != (Z.shape[1],):
+            raise ValueError(f"stats: column sums of length {Z.shape[1]} expected, "
+                             f"got shape {col.shape}")
     d = (col / N).astype(Z.dtype)
     b_out[...] = b + d
     d = d.astype(np.float64)

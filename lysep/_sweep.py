@@ -271,6 +271,9 @@ class LySepState:
         self.eta_z = [np.ones(n_eta) for _ in range(m)]
         self.J = self.objective()
         self.stats = {}
+        # low memory: column sums of the residuals R[i] whose blocks computed them, so
+        # that the bias block (which needs them and ||R_i||^2) need not recompute R_i
+        self._colsums = {}
 
     def _norm_factors(self):
         """rho_j of MATH.md §5 for every layer: beta^2 for a dense layer."""
@@ -441,10 +444,11 @@ class LySepState:
         if self.low_memory:
             self.A.forget_all()        # the block recomputes A[i]: its buffer is Z2's
             src, kind_prev = self._lean_source(i)
+            colsum = np.empty((2, self.Z[i].shape[1]))
             ce_new, r_new, n_failed, n_trials = k.z_last_step_lean(
                 src, kind_prev, self.W[i], self.b[i], self.Z[i], self.W[m], self.b[m],
                 self.y, self.kind, om[i], self.eta_z[i], lipschitz, sr.max_backtracks,
-                sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i])
+                sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i], colsum)
         else:
             n, K = self.Z[i].shape[1], self.W[m].shape[1]
             # work arrays of a block of rows (all N for a shared step)
@@ -457,24 +461,35 @@ class LySepState:
             self._forget_activation(i)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials
-        self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
+        accepted = self._try("z", lambda: self._swap_z(i), ce=ce_new, r={i: r_new})
+        if self.low_memory:
+            self._colsums[i] = colsum[1 if accepted else 0]
 
     def _ridge_block(self, i):
         k = self.k
         prev = self.layer_input(i)
         lam = self.ridge_lambda(i)
         n_in = prev.shape[1]
+        # low memory: the new residual's column sums too, so that the bias block, which
+        # comes next and reads the same residual, need not compute it again
+        colsum = np.empty(self.Z[i].shape[1]) if self.low_memory else None
         r_new, w_new, status = k.ridge_update(
             prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i],
             None if self.low_memory else self.R2[i],
-            self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)))
+            self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)), colsum)
         self.stats["fallbacks"] += status != 0
-        self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
+        if (self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
+                and colsum is not None):
+            self._colsums[i] = colsum
 
     def _bias_block(self, i):
         if self.low_memory:
+            # R_i's column sums from the last block that changed it (this sweep's Z
+            # block or ridge block of layer i), its norm from J's cache; else computed
+            col = self._colsums.pop(i, None)
             r_new = self.k.bias_update_lean(self.layer_input(i), self.W[i], self.Z[i],
-                                            self.b[i], self.b2[i])
+                                            self.b[i], self.b2[i],
+                                            None if col is None else (self.r[i], col))
         else:
             # a conv layer's channel bias is the mean over samples and positions: view
             # its NHWC residual as (N*H*W, C) rows
@@ -505,10 +520,14 @@ class LySepState:
         if self.low_memory:
             self.A.forget_all()        # the block recomputes A[j-1], A[j]: no stored copy
             src, kind_prev = self._lean_source(j)
+            colsum = np.empty((2, self.Z[j].shape[1]))
+            self._colsums.pop(i, None)  # R_i moves with Z[j]: its sums are not tracked
             r_j, r_i, n_failed, n_trials = k.z_hidden_step_lean(
                 src, kind_prev, self.W[j], self.b[j], self.Z[j], self.W[i], self.Z[i],
                 self.b[i], self.kind, om[j], om[i], self.eta_z[j], lipschitz,
-                sr.max_backtracks, sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[j])
+                sr.max_backtracks, sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[j],
+                colsum)
+            self._colsums[j] = colsum[0]        # R_j's sums unless the block is kept
         else:
             n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]
             # work arrays of a block of rows (all N for a shared step)
@@ -531,7 +550,8 @@ class LySepState:
             self._swap_z(j)
             if self.R is not None:
                 self.R[i], self.R2[i] = self.R2[i], self.R[i]
-        self._try("z", commit, r={j: r_j, i: r_i})
+        if self._try("z", commit, r={j: r_j, i: r_i}) and self.low_memory:
+            self._colsums[j] = colsum[1]
 
     def _swap_wr(self, i):
         self.W[i], self.W2[i] = self.W2[i], self.W[i]

@@ -51,6 +51,27 @@ cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
     return (s0 + s1) + (s2 + s3)
 
 
+cdef double *_colsum_start(double[:, ::1] colsum_out, Py_ssize_t n) except? NULL:
+    """The (2, n) colsum_out of the low-memory Z blocks, zeroed, as a pointer (NULL for
+    None)."""
+    if colsum_out is None:
+        return NULL
+    _check(colsum_out, (2, n), "colsum_out")
+    if n == 0:
+        return NULL
+    memset(&colsum_out[0, 0], 0, 2 * n * sizeof(double))
+    return &colsum_out[0, 0]
+
+
+cdef inline void _col_sums_add(Py_ssize_t m, Py_ssize_t n, const floating *R,
+                               double *col) noexcept nogil:
+    """col[j] += sum of column j of the m x n rows R (row by row: contiguous)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            col[j] += R[i * n + j]
+
+
 cdef inline double _eps(const floating *x) noexcept nogil:
     """Machine epsilon of the fused type (x only picks the specialisation)."""
     return 1.1920929e-07 if floating is float else 2.220446049250313e-16
@@ -861,12 +882,15 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
                      const floating[:, ::1] W_next, const floating[::1] b_next,
                      const int64_t[::1] y, int kind, double omega, double[::1] eta,
                      double lipschitz, int max_backtracks, double shrink, double armijo,
-                     double grow, double eta_max, floating[:, ::1] Z_out):
+                     double grow, double eta_max, floating[:, ::1] Z_out,
+                     double[:, ::1] colsum_out=None):
     """z_last_step of the low-memory sweep.  Each block of rows recomputes its residual
     R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z)
     and its activations sigma(Z), then runs the same search against the output layer
     (W_next, b_next); only Z_out is written.  The work arrays hold a block of rows and
-    are allocated here.  Returns (ce_sum_new, ||R_new||^2, n_failed_rows, n_trials)."""
+    are allocated here.  colsum_out (2 x n), if given, receives the column sums of R
+    and of R_new (what the bias block needs: see bias_update_lean).
+    Returns (ce_sum_new, ||R_new||^2, n_failed_rows, n_trials)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W_next.shape[1], n_prev = src.shape[1]
     cdef Py_ssize_t r0, nb, block, n_failed = 0
     cdef int t, n_trials = 0
@@ -876,6 +900,7 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
     _check(Z_out, (N, n), "Z_out"); _check(W_next, (n, K), "W_next")
     _check(b_next, (K,), "b_next"); _check(y, (N,), "y")
+    cdef double *col = _colsum_start(colsum_out, n)
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
@@ -911,6 +936,9 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
                              D, g, P, Zc, sums, sums + block, sums + 2 * block, &n_failed,
                              &ce_sum)
             r_sum += _ssq(nb * n, Ro)
+            if col != NULL:              # Ro holds every row, kept ones too
+                _col_sums_add(nb, n, Rb, col)
+                _col_sums_add(nb, n, Ro, col + n)
             n_trials = t if t > n_trials else n_trials
             r0 += nb
     _search_free(&s)
@@ -924,13 +952,15 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
                        const floating[::1] b_next, int kind, double omega,
                        double omega_next, double[::1] eta, double lipschitz,
                        int max_backtracks, double shrink, double armijo, double grow,
-                       double eta_max, floating[:, ::1] Z_out):
+                       double eta_max, floating[:, ::1] Z_out,
+                       double[:, ::1] colsum_out=None):
     """z_hidden_step of the low-memory sweep.  Each block of rows recomputes
     R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z),
     sigma(Z) and R_next = (Z_next - b_next) - sigma(Z) W_next, then runs the same search;
     only Z_out is written, and only when some row moved (n_failed_rows < N).  The work
-    arrays hold a block of rows and are allocated here.  Returns (||R_new||^2,
-    ||R_next_new||^2, n_failed_rows, n_trials)."""
+    arrays hold a block of rows and are allocated here.  colsum_out (2 x n), if given,
+    receives the column sums of R and of R_new (see z_last_step_lean).  Returns
+    (||R_new||^2, ||R_next_new||^2, n_failed_rows, n_trials)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1], n_prev = src.shape[1]
     cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
     cdef int t, n_trials = 0
@@ -940,6 +970,8 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
     _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
     _check(Z_out, (N, n), "Z_out"); _check(Z_next, (N, n2), "Z_next")
     _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
+    cdef double *col = _colsum_start(colsum_out, n)
+    cdef Py_ssize_t kept_before
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
@@ -978,11 +1010,18 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
             act_forward(kind, nb * n, &Z[r0, 0], Ab, <floating *>NULL)
             _residual_rows(nb, n, n2, -1, Ab, &W_next[0, 0], &b_next[0], &Z_next[r0, 0],
                            <floating *>NULL, Rn)
+            kept_before = n_failed
             t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], Ab, Rb, Rn, &Z_next[r0, 0],
                                &b_next[0], &W_next[0, 0], WT, omega, omega_next,
                                max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
                                <floating *>NULL, Ro, Rno, D, g, Zb, Rc, Zc, sq, r0, kept,
                                &n_failed, &r_sum, &rn_sum)
+            if col != NULL:              # Ro lacks the kept rows: theirs is Rb's
+                for j in range(kept_before, n_failed):
+                    i = kept[j] - r0
+                    memcpy(Ro + i * n, Rb + i * n, n * sizeof(floating))
+                _col_sums_add(nb, n, Rb, col)
+                _col_sums_add(nb, n, Ro, col + n)
             n_trials = t if t > n_trials else n_trials
             r0 += nb
         if n_failed < N:                 # some row moved: the others keep their values
@@ -999,7 +1038,8 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                  const floating[::1] b, double lam, double rcond_min,
                  floating[:, ::1] W_out, floating[:, ::1] R_out,
-                 floating[:, ::1] work_gram, floating[:, ::1] work_gram2):
+                 floating[:, ::1] work_gram, floating[:, ::1] work_gram2,
+                 double[::1] colsum_out=None):
     """W_out := argmin_W ||Z - b - A_prev W||^2 + lam ||W||^2 (paper's (3.10)).
 
     Solves W (A A^T + lam I) = (Z - b) A^T in MATH.md's orientation: Gram by the narrow
@@ -1011,7 +1051,9 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     the Gram matrix (syevd), numerically zero eigenvalues discarded.  The sweep keeps the
     result only if J does not rise.  R_out := Z - b - A_prev W_out; R_out may be None
     (the low-memory sweep): the residual is then computed a block of rows at a time
-    for its norm and not stored.
+    for its norm and not stored.  colsum_out, if given, receives the residual's column
+    sums (what the low-memory bias block needs besides the norm: bias_update_lean's
+    `stats`, so that it does not compute the residual again).
     Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 minimum-norm,
     -1 LAPACK failure (W_out then holds zeros).
     """
@@ -1025,6 +1067,9 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     if stored:
         _check(R_out, (N, n_out), "R_out")
     _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
+    cdef bint sums = colsum_out is not None
+    if sums:
+        _check(colsum_out, (n_out,), "colsum_out")
     if n_in == 0 or n_out == 0 or N == 0:
         raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
@@ -1058,6 +1103,8 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
             G[j * n_in + j] += <floating>lam
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
         r_sum = 0
+        if sums:
+            memset(&colsum_out[0], 0, n_out * sizeof(double))
         r0 = 0
         while r0 < N:                      # R_out -= A_prev W, its norm while in cache
             nb = block if r0 + block <= N else N - r0
@@ -1069,6 +1116,8 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
             rows_gemm(nb, n_in, n_out, &A_prev[r0, 0], n_in, W, n_out, <floating>-1,
                       Rp, n_out, <floating *>NULL, Rp, n_out)
             r_sum += _ssq(nb * n_out, Rp)
+            if sums:
+                _col_sums_add(nb, n_out, Rp, &colsum_out[0])
             r0 += nb
         w_sum = _ssq(n_in * n_out, W)
     free(scratch)
@@ -1106,15 +1155,18 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
 
 
 def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,
-                     const floating[:, ::1] Z, const floating[::1] b, floating[::1] b_out):
+                     const floating[:, ::1] Z, const floating[::1] b, floating[::1] b_out,
+                     stats=None):
     """bias_update of the low-memory sweep, from the layer's input A_prev (X or the
     previous activations) instead of a stored residual: one pass over blocks of rows
-    takes the column sums c and the squared norm s of R = (Z - b) - A_prev W; then
+    takes the column sums c and the squared norm s of R = (Z - b) - A_prev W (or they
+    come in as stats = (s, c), from the ridge block that computed this residual); then
     b_out := b + d with d = c / N and ||R - d||^2 = s - 2 d.c + N ||d||^2, or, when
     that is below s / 2 (the subtraction would lose digits), a second pass computing
     ||(Z - b_out) - A_prev W||^2 exactly.  Returns the new residual's squared norm."""
-    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n_in = A_prev.shape[1], i, j, r0, nb
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n_in = A_prev.shape[1], j, r0, nb
     cdef double ssq = 0, r
+    cdef const double[::1] given
     _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n), "W"); _check(b, (n,), "b")
     _check(b_out, (n,), "b_out")
     if N == 0:
@@ -1125,16 +1177,21 @@ def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,
     if col == NULL or Rb == NULL:
         free(col); free(Rb)
         raise MemoryError()
+    cdef bint have = stats is not None
+    if have:
+        ssq, given = stats[0], stats[1]
+        if given.shape[0] != n:
+            free(col); free(Rb)
+            raise ValueError(f"stats: column sums of length {n} expected, got {given.shape[0]}")
+        memcpy(col, &given[0], n * sizeof(double))
     cdef floating d
     with nogil:
         r0 = 0
-        while r0 < N:
+        while r0 < N and not have:
             nb = block if r0 + block <= N else N - r0
             _residual_rows(nb, n_in, n, -1, &A_prev[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
                            <floating *>NULL, Rb)
-            for i in range(nb):
-                for j in range(n):
-                    col[j] += Rb[i * n + j]
+            _col_sums_add(nb, n, Rb, col)
             ssq += _ssq(nb * n, Rb)
             r0 += nb
         r = ssq

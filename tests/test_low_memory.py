@@ -125,6 +125,32 @@ def test_bias_update_lean_is_the_mean_and_the_new_norm(backend, shift):
 
 
 @BACKENDS
+@pytest.mark.parametrize("shift", [0.1, 1e4], ids=["formula", "exact_pass"])
+def test_bias_update_lean_from_the_ridge_blocks_stats(backend, shift):
+    """The ridge block's colsum_out and norm, given as stats, make bias_update_lean
+    return what it computes from the residual itself; the column sums are those of the
+    residual the ridge block stores (with R_out) or only measures (without)."""
+    rng = np.random.default_rng(5)
+    N = 5000
+    A = np.tanh(rng.normal(size=(N, 7)))
+    Z = rng.normal(size=(N, 5)) + shift * rng.normal(size=5)
+    b = rng.normal(size=5)
+    g1, g2, W, R = np.empty((7, 7)), np.empty((7, 7)), np.empty((7, 5)), np.empty((N, 5))
+    col_kept, col_lean = np.full(5, np.nan), np.full(5, np.nan)
+    r_kept = backend.ridge_update(A, Z, b, 0.3, 1e-12, W, R, g1, g2, col_kept)[0]
+    r_lean = backend.ridge_update(A, Z, b, 0.3, 1e-12, W, None, g1, g2, col_lean)[0]
+    np.testing.assert_allclose(col_kept, R.sum(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(col_lean, col_kept, rtol=1e-12, atol=1e-9)
+    b_own, b_given = np.empty(5), np.empty(5)
+    r_own = backend.bias_update_lean(A, W, Z, b, b_own)
+    r_given = backend.bias_update_lean(A, W, Z, b, b_given, (r_lean, col_lean))
+    np.testing.assert_allclose(b_given, b_own, rtol=1e-12, atol=1e-12)
+    assert r_given == pytest.approx(r_own, rel=1e-10)
+    with pytest.raises(ValueError, match="stats"):
+        backend.bias_update_lean(A, W, Z, b, b_given, (r_lean, col_lean[:4]))
+
+
+@BACKENDS
 def test_ridge_update_without_a_residual_array(backend):
     """R_out=None (the low-memory ridge): the same W and the same norm as with R_out."""
     rng = np.random.default_rng(4)
@@ -160,6 +186,50 @@ def test_low_memory_sweep_matches_the_default_and_the_reference(name, per_sample
         for a, b in zip(lean.W + lean.b + lean.Z, other.W + other.b + other.Z):
             assert a.dtype == dtype
             assert _rel(a, b) < tol
+
+
+class _BiasStats:
+    """A backend whose bias_update_lean records whether it was given the residual's
+    stats, and drops them if told to (so that it computes the residual itself); with
+    reject_ridge, every ridge candidate reports an infinite residual, so the safeguard
+    drops it and the bias block's sums must come from the Z block."""
+
+    def __init__(self, backend, drop, reject_ridge):
+        self.backend, self.drop, self.reject_ridge, self.given = backend, drop, reject_ridge, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def ridge_update(self, *args):
+        r, w, status = self.backend.ridge_update(*args)
+        return (math.inf if self.reject_ridge else r), w, status
+
+    def bias_update_lean(self, A_prev, W, Z, b, b_out, stats=None):
+        self.given.append(stats is not None)
+        return self.backend.bias_update_lean(A_prev, W, Z, b, b_out,
+                                             None if self.drop else stats)
+
+
+@BACKENDS
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+@pytest.mark.parametrize("reject_ridge", [False, True], ids=["from_ridge", "from_z"])
+def test_low_memory_bias_blocks_reuse_the_residual_sums(backend, per_sample, reject_ridge):
+    """Every bias block of a low-memory sweep gets R_i's column sums from the Z or
+    ridge block before it (so it computes no residual), and the sweeps match those of
+    bias blocks that compute the residual themselves: 1e-10 on J, W, b and Z."""
+    states = {}
+    for drop in (False, True):
+        X, y, W, b = make_problem(N=300, d=8, hidden=(6, 6, 6), seed=11)
+        k = _BiasStats(backend, drop, reject_ridge)
+        st = LySepState(k, X, y, W, b, "tanh", 0.1, per_sample=per_sample, low_memory=True)
+        for _ in range(5):
+            st.sweep()
+        states[drop] = st
+        assert len(k.given) >= 10 and all(k.given)
+    kept, own = states[False], states[True]
+    assert kept.J == pytest.approx(own.J, rel=1e-10)
+    for a, b in zip(kept.W + kept.b + kept.Z, own.W + own.b + own.Z):
+        assert _rel(a, b) < 1e-10
 
 
 @pytest.mark.parametrize("name,s,per_sample", [("tanh", 0.01, True), ("relu", 1.0, False),
