@@ -35,9 +35,11 @@ leaves each row's last step in the state's ``eta_z`` (per-sample steps): a row t
 started at ``start_r = min(grow * eta_before_r, eta_max)`` and ended at ``eta_after_r``
 was evaluated ``log2(start_r / eta_after_r) + 1`` times (capped at max_backtracks + 1,
 the one case where the last shrink is not followed by a trial).  A row that gave up
-before its first trial (its promised decrease below the rounding level) also ends at
-``start_r`` but was evaluated 0 times; it is told apart from a row accepted at its first
-trial because its Z row did not change.  ``row_trials`` computes this from snapshots of
+(its promised decrease below the rounding level) was not evaluated at its last step:
+before its first trial it ends at ``start_r`` and was evaluated 0 times, after k
+rejected trials it ends k halvings down and was evaluated k times, one less than an
+accepted row with the same steps.  It is told apart from an accepted row because its Z
+row did not change.  ``row_trials`` computes this from snapshots of
 ``eta_z`` and ``Z`` taken before the sweep (outside the timed region); the maximum over
 the rows of a block equals the block's trial count, and the sum over blocks of those
 maxima is checked against the sweep's ``stats['trials']``.
@@ -51,10 +53,10 @@ def row_trials(eta_before, eta_after, search, moved=None):
     evaluated once)."""
     start = np.minimum(np.asarray(eta_before, dtype=np.float64) * search.grow, search.eta_max)
     after = np.asarray(eta_after, dtype=np.float64)
-    k = np.rint(np.log(start / after) / np.log(1.0 / search.shrink)).astype(np.int64) + 1
-    k = np.clip(k, 1, search.max_backtracks + 1)
-    if moved is not None:
-        k[(k == 1) & ~np.asarray(moved)] = 0
+    shrinks = np.rint(np.log(start / after) / np.log(1.0 / search.shrink)).astype(np.int64)
+    k = np.clip(shrinks + 1, 1, search.max_backtracks + 1)
+    if moved is not None:      # kept rows: every trial rejected, or given up before the last
+        k[~np.asarray(moved) & (shrinks <= search.max_backtracks)] -= 1
     return k
 
 
