@@ -220,6 +220,8 @@ def environment(threads):
     import scipy
     import threadpoolctl
     import lysep
+    from lysep._activation import simd_level
+    from lysep._threads import blas_kernel_note
     from threadpoolctl import threadpool_info
     torch = import_torch()
     libs = []
@@ -247,6 +249,7 @@ def environment(threads):
         "torch": torch.__version__ if torch is not None else None,
         "torch_blas": None,
         "blas_libraries_default_threads": libs,
+        "blas_note": blas_kernel_note(simd_level(), libs),
         "threads_used": threads,
         "load_average_start": load(),
     }

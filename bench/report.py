@@ -71,6 +71,8 @@ def _machine(rec):
     for d in e["blas_libraries_default_threads"]:
         out.append(f"| {d['user_api']} | {d['internal_api']} | {d.get('version')} | {d.get('architecture')} | "
                    f"{d.get('threading_layer')} | {d['num_threads']} | `{d['file']}` |")
+    if e.get("blas_note"):            # lysep info prints the same note
+        out += ["", f"Note: {e['blas_note']}."]
     return "\n".join(out)
 
 

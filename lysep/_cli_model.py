@@ -205,6 +205,7 @@ def info_record():
     from threadpoolctl import threadpool_info
 
     from . import __version__, _activation, _fnn_blocks, _softmax
+    from ._threads import blas_kernel_note
     kernels = {}
     for module in (_activation, _softmax, _fnn_blocks):
         for name in dir(module):
@@ -213,13 +214,14 @@ def info_record():
                 kernels[f"{module.__name__.split('.')[-1]}.{name}"] = sorted(
                     "float32" if "float" in sig and "double" not in sig else "float64"
                     for sig in fn.__signatures__)
+    blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                      "num_threads", "threading_layer", "filepath")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    note = blas_kernel_note(_activation.simd_level(), blas)
     return {"lysep": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__,
             "platform": platform.platform(), "activation_simd": _activation.simd_level(),
-            "kernels": kernels,
-            "blas": [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
-                                               "num_threads", "threading_layer", "filepath")}
-                     for lib in threadpool_info() if lib.get("user_api") == "blas"]}
+            "kernels": kernels, "blas": blas, "notes": [note] if note else []}
 
 
 def _info(args):
@@ -236,6 +238,8 @@ def _info(args):
     for lib in rec["blas"]:
         print(f"  {lib['internal_api']} {lib['version']} ({lib['architecture']}), "
               f"{lib['num_threads']} threads: {lib['filepath']}")
+    for note in rec["notes"]:
+        print(f"note: {note}")
     return 0
 
 

@@ -40,3 +40,33 @@ def blas_threads(n_threads):
             if _active["depth"] == 0:
                 _active["limiter"].restore_original_limits()
                 _active["limiter"] = None
+
+
+# OpenBLAS's names of the kernel sets that use AVX-512 (threadpoolctl's "architecture")
+_OPENBLAS_AVX512 = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def blas_kernel_note(simd_level, blas_libs):
+    """A note when OpenBLAS runs AVX2 kernels on a CPU with AVX-512, or None.
+
+    `simd_level` is ``_activation.simd_level()`` (what this CPU lets lysep's own kernels
+    run), `blas_libs` threadpoolctl's records of the BLAS libraries loaded.  OpenBLAS up to
+    0.3.31 picks its Haswell kernels on AMD Zen 5 (its runtime detection has no case for
+    that CPU family, OpenMathLib/OpenBLAS#6029); the AVX-512 kernels run the wide products
+    (every layer wider than the narrow kernels' rows) about 1.5x faster there.  The kernel
+    set is chosen when the library loads, so only the environment of a new process can
+    change it: lysep reports this, it does not act on it.
+    """
+    if simd_level != "avx512":
+        return None
+    slow = sorted({f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')})"
+                   for lib in blas_libs
+                   if lib.get("internal_api") == "openblas"
+                   and str(lib.get("architecture")).lower() not in _OPENBLAS_AVX512})
+    if not slow:
+        return None
+    return ("this CPU has AVX-512 but " + ", ".join(slow) + (" run" if len(slow) > 1 else " runs")
+            + " AVX2 kernels (OpenBLAS "
+            "up to 0.3.31 does not recognise AMD Zen 5, OpenMathLib/OpenBLAS#6029); layers "
+            "wider than lysep's narrow kernels train about 1.3-1.5x faster with "
+            "OPENBLAS_CORETYPE=SKYLAKEX set before Python starts")

@@ -1,6 +1,7 @@
 """`lysep train / predict / info` as a user runs them: subprocesses on real files."""
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -9,13 +10,15 @@ import numpy as np
 import pytest
 
 import lysep
+from lysep._activation import simd_level
 from lysep.datasets import circle
 
 
-def run(*args, cwd=None, ok=True):
+def run(*args, cwd=None, ok=True, env=None):
     # never from the source tree: `python -m` puts the working directory on sys.path
     proc = subprocess.run([sys.executable, "-m", "lysep", *args], capture_output=True,
-                          text=True, cwd=cwd or tempfile.gettempdir())
+                          text=True, cwd=cwd or tempfile.gettempdir(),
+                          env=None if env is None else os.environ | env)
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -103,6 +106,30 @@ def test_info_reports_kernels_and_blas():
     assert rec["activation_simd"] in ("baseline", "avx2+fma", "avx512")
     text = run("info").stdout
     assert "compiled kernels" in text and "BLAS" in text
+    assert isinstance(rec["notes"], list)
+
+
+def test_blas_kernel_note_names_the_fix_only_where_it_applies():
+    from lysep._threads import blas_kernel_note
+    libs = [{"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"},
+            {"internal_api": "mkl", "version": "2025", "architecture": None}]
+    note = blas_kernel_note("avx512", libs)
+    assert "OPENBLAS_CORETYPE=SKYLAKEX" in note and "openblas 0.3.31 (Haswell)" in note
+    assert "mkl" not in note
+    assert blas_kernel_note("avx2+fma", libs) is None          # AVX2 kernels are right there
+    assert blas_kernel_note("avx512", [libs[0] | {"architecture": "SkylakeX"}]) is None
+    assert blas_kernel_note("avx512", [libs[0] | {"architecture": "Cooperlake"}]) is None
+    assert blas_kernel_note("avx512", libs[1:]) is None
+
+
+@pytest.mark.skipif(simd_level() != "avx512", reason="needs an AVX-512 CPU")
+def test_info_notes_avx2_blas_kernels_on_an_avx512_cpu():
+    # OpenBLAS takes its kernel set from the environment when it loads: force each one
+    slow = json.loads(run("info", "--json", env={"OPENBLAS_CORETYPE": "HASWELL"}).stdout)
+    assert any("OPENBLAS_CORETYPE" in n for n in slow["notes"])
+    assert "note: " in run("info", env={"OPENBLAS_CORETYPE": "HASWELL"}).stdout
+    fast = json.loads(run("info", "--json", env={"OPENBLAS_CORETYPE": "SKYLAKEX"}).stdout)
+    assert fast["notes"] == []
 
 
 def test_help_is_complete():
