@@ -23,6 +23,8 @@ _ESTIMATOR_FLAGS = [
     ("--learning-rate-init", float, "learning_rate_init", "step size of solver gd"),
     ("--penalty-scale", float, "penalty_scale", "the penalty scale s of LySep"),
     ("--z-step", str, "z_step", "per_sample or shared line search on Z"),
+    ("--ridge-fallback", str, "ridge_fallback", "min_norm or closest weights for an "
+     "ill-conditioned layer (LySep)"),
     ("--tol", float, "tol", "stop when the objective improves by less than this ..."),
     ("--n-iter-no-change", int, "n_iter_no_change", "... for this many iterations"),
     ("--dtype", str, "dtype", "float64 or float32"),

@@ -11,7 +11,7 @@ from scipy.special import log_softmax
 from ._activations import ACTIVATION_CODES
 from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
-from ._sweep import Forward, GDState, LineSearch, LySepState
+from ._sweep import RIDGE_FALLBACKS, Forward, GDState, LineSearch, LySepState
 from ._threads import blas_threads
 from ._training import (Progress, StopRule, begin_fit, feature_names, stratified_split,
                         warn_interrupted, warn_stop)
@@ -114,6 +114,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         (measured in ``bench/``).  Same method, same guarantees; the trajectory agrees
         with the default's to rounding.  Needs ``z_step="per_sample"``: with a shared
         step the Z blocks' work arrays hold every row, and nothing would be saved.
+    ridge_fallback : {"min_norm", "closest"}, default="min_norm"
+        ``solver="lysep"`` only: the weight update when a layer's Gram matrix is too
+        ill conditioned for Cholesky (common in deep networks, whose hidden layers
+        become nearly collinear).  ``"min_norm"``: the minimum-norm least-squares
+        weights, which drop the part of the current weights in the discarded
+        directions and are then often rejected by the J safeguard.  ``"closest"``: the
+        least-squares weights closest to the current ones (current weights plus the
+        minimum-norm change), which keep that part; they are rejected far less often
+        and train deep networks further (docs/guide.md, "Numerical behaviour").
     tol : float, default=0.0
         Training stops when the optimised objective (J for lysep, the training loss
         for gd) has not decreased by more than ``tol`` for ``n_iter_no_change``
@@ -173,7 +182,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(20, 20, 20), activation="tanh", solver="lysep", *,
                  max_iter=300, learning_rate_init=0.1, penalty_scale=0.01,
-                 z_step="per_sample", low_memory=False, tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 z_step="per_sample", low_memory=False, ridge_fallback="min_norm", tol=0.0,
+                 n_iter_no_change=10, dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -184,6 +194,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         self.penalty_scale = penalty_scale
         self.z_step = z_step
         self.low_memory = low_memory
+        self.ridge_fallback = ridge_fallback
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
@@ -220,6 +231,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("low_memory=True needs z_step='per_sample': a shared step couples "
                              "every sample, so the Z blocks' work arrays hold all of them and "
                              "nothing would be saved")
+        check_choice(self.ridge_fallback, "ridge_fallback", RIDGE_FALLBACKS)
         check_choice(self.backend, "backend", BACKENDS)
         check_training_params(self)
         return tuple(int(s) for s in sizes), check_dtype(self.dtype)
@@ -272,13 +284,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 and old.X.dtype == X.dtype and np.array_equal(old.X, X)
                 and np.array_equal(old.y, y) and old.s == self.penalty_scale
                 and old.low_memory == bool(self.low_memory)
+                and old.ridge_fallback == self.ridge_fallback
                 and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
             return old      # resume Z, step sizes and J exactly (not after early stopping
             #                 gave coefs_ the best validation weights instead of the last)
         try:
             state = LySepState(backend, X, y, weights, biases, self.activation,
                                self.penalty_scale, per_sample=self.z_step == "per_sample",
-                               search=LineSearch(), low_memory=self.low_memory)
+                               search=LineSearch(), low_memory=self.low_memory,
+                               ridge_fallback=self.ridge_fallback)
         except MemoryError:
             raise MemoryError(_memory_message(X, weights, self.low_memory)) from None
         # blocks late in training decrease J by ~1e-4..1e-6 of J: a floor above that

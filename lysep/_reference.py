@@ -237,10 +237,13 @@ def z_hidden_work_rows(N, n, n2, itemsize, shared):
 
 
 def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2,
-                 colsum_out=None):
+                 colsum_out=None, W_now=None, R_now=None):
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
-    it is ill conditioned (reciprocal condition estimate below rcond_min).
+    it is ill conditioned (reciprocal condition estimate below rcond_min).  With W_now
+    (the closest fallback) the fallback is W_now + the minimum-norm solution for the
+    change, G dW = A_prev^T R_now - lam W_now, R_now = Z - b - A_prev W_now the current
+    residual (recomputed if None).
     R_out may be None (the low-memory sweep: the residual is not stored); colsum_out,
     if given, receives the residual's column sums (bias_update_lean's stats).
     Returns (||R_out||^2, ||W_out||^2, status)."""
@@ -257,7 +260,12 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
         w, Q = np.linalg.eigh(G)
         keep = w > n_in * np.finfo(G.dtype).eps * w[-1]
         inv = np.where(keep, 1 / np.where(keep, w, 1), 0).astype(G.dtype)
-        W_out[...] = Q @ (inv[:, None] * (Q.T @ (A_prev.T @ Zb)))
+        if W_now is None:
+            W_out[...] = Q @ (inv[:, None] * (Q.T @ (A_prev.T @ Zb)))
+        else:
+            R0 = Zb - A_prev @ W_now if R_now is None else R_now
+            rhs = A_prev.T @ R0 - A_prev.dtype.type(lam) * W_now
+            W_out[...] = W_now + Q @ (inv[:, None] * (Q.T @ rhs))
         status = 1
     R = (Zb - A_prev @ W_out).astype(A_prev.dtype, copy=False)
     if R_out is not None:

@@ -14,6 +14,9 @@ import numpy as np
 from ._activations import ACTIVATION_CODES, LIPSCHITZ
 
 
+RIDGE_FALLBACKS = ("min_norm", "closest")
+
+
 @dataclass(frozen=True)
 class LineSearch:
     """Constants of the monotone backtracking (MATH.md §4, paper §3.2).
@@ -235,10 +238,20 @@ class LySepState:
     about 3 m N n, for two more products per Z block and one per bias block).  With a
     shared step (per_sample=False) the Z blocks' work arrays hold every row: it runs, but
     saves nothing (the estimator refuses that combination).
+
+    ``ridge_fallback``: what the ridge block returns when the Gram matrix is too ill
+    conditioned for Cholesky: "min_norm", the minimum-norm least-squares W, or
+    "closest", the least-squares W closest to the current one (W + the minimum-norm
+    change), which keeps the current W's part in the discarded eigen-directions.
     """
 
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
-                 per_sample=True, search=LineSearch(), low_memory=False):
+                 per_sample=True, search=LineSearch(), low_memory=False,
+                 ridge_fallback="min_norm"):
+        if ridge_fallback not in RIDGE_FALLBACKS:
+            raise ValueError(f"ridge_fallback must be one of {RIDGE_FALLBACKS}, "
+                             f"got {ridge_fallback!r}")
+        self.ridge_fallback = ridge_fallback
         self.k, self.X, self.y = backend, X, y
         self.low_memory = bool(low_memory)
         self.W, self.b = weights, biases
@@ -473,10 +486,15 @@ class LySepState:
         # low memory: the new residual's column sums too, so that the bias block, which
         # comes next and reads the same residual, need not compute it again
         colsum = np.empty(self.Z[i].shape[1]) if self.low_memory else None
+        # the closest fallback starts from the current W_i and its residual (recomputed
+        # by the kernel when it is not stored)
+        closest = self.ridge_fallback == "closest"
         r_new, w_new, status = k.ridge_update(
             prev, self.Z[i], self.b[i], lam, self.rcond_min, self.W2[i],
             None if self.low_memory else self.R2[i],
-            self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)), colsum)
+            self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)), colsum,
+            self.W[i] if closest else None,
+            self.R[i] if closest and not self.low_memory else None)
         self.stats["fallbacks"] += status != 0
         if (self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
                 and colsum is not None):

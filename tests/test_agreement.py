@@ -52,3 +52,26 @@ def test_compiled_gd_matches_reference(dtype):
     assert lc == pytest.approx(lr, rel=tol)
     for a, b in zip(Wc + bc, Wr + br):
         assert _rel(a, b) < tol
+
+
+@pytest.mark.parametrize("low_memory", [False, True], ids=["default", "low_memory"])
+def test_closest_fallback_sweep_matches_reference(low_memory):
+    """The closest ridge fallback through whole sweeps: duplicated input features make
+    the first layer's Gram matrix exactly singular (a fallback every sweep, its null
+    space exact, so the solution is determined); compiled and reference, default and
+    low-memory states agree to 1e-10 relative."""
+    states = []
+    for backend in (COMPILED, REFERENCE):
+        X, y, W, b = make_problem(N=300, d=11, hidden=(6, 6, 6), seed=11)
+        X[:, 8:] = X[:, :3]
+        st = LySepState(backend, X, y, W, b, "tanh", 0.1, low_memory=low_memory,
+                        ridge_fallback="closest")
+        fallbacks = 0
+        for _ in range(5):
+            fallbacks += st.sweep()["fallbacks"]
+        assert fallbacks >= 5
+        states.append(st)
+    c, r = states
+    assert c.J == pytest.approx(r.J, rel=1e-10)
+    for a, b in zip(c.W + c.b + c.Z, r.W + r.b + r.Z):
+        assert _rel(a, b) < 1e-10

@@ -188,6 +188,7 @@ def test_bad_y_is_rejected(y, match):
     (dict(penalty_scale=float("nan")), "penalty_scale"),
     (dict(learning_rate_init=-1.0), "learning_rate_init"),
     (dict(z_step="global"), "z_step"),
+    (dict(ridge_fallback="pinv"), "ridge_fallback"),
     (dict(dtype=np.int32), "dtype"),
     (dict(tol=-1.0), "tol"),
     (dict(n_iter_no_change=0), "n_iter_no_change"),

@@ -178,6 +178,112 @@ def test_ridge_singular_gram_uses_minimum_norm_solution(dtype):
         assert np.isfinite(r) and np.isfinite(w)
 
 
+def _collinear_layer(dtype, N=300, n_in=12, rank=8, n_out=7, seed=3):
+    """Inputs of numerical rank `rank` (the last columns are combinations of the first),
+    targets, a bias, current weights and their residual."""
+    g = np.random.default_rng(seed)
+    A = g.normal(size=(N, n_in))
+    A[:, rank:] = A[:, :n_in - rank] @ g.normal(size=(n_in - rank, n_in - rank))
+    Z, b, W0 = g.normal(size=(N, n_out)), g.normal(size=n_out), g.normal(size=(n_in, n_out))
+    A, Z, b, W0 = (a.astype(dtype) for a in (A, Z, b, W0))
+    return A, Z, b, W0, Z - b - A @ W0
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["R_now", "recomputed"])
+def test_ridge_closest_fallback_is_the_least_squares_solution_nearest_w(stored, dtype):
+    """lam = 0, singular Gram: the closest fallback is pinv(A)(Z - b) + (I - pinv(A) A) W0
+    (brute force through the SVD), so it fits as well as the minimum-norm solution and
+    keeps W0 in the null space; from the stored residual or recomputing it, in both
+    backends, with or without the residual stored (low memory)."""
+    A, Z, b, W0, R0 = _collinear_layer(dtype)
+    A64 = A.astype(np.float64)
+    # the kernels drop Gram eigenvalues below 12 eps max: singular values below sqrt of it
+    P = np.linalg.pinv(A64, rcond=np.sqrt(12 * np.finfo(dtype).eps))
+    expected = P @ (Z - b).astype(np.float64) + (np.eye(12) - P @ A64) @ W0.astype(np.float64)
+    fit_min_norm = np.sum(((Z - b) - A64 @ (P @ (Z - b))) ** 2)
+    tol = 1e-9 if dtype == np.float64 else 2e-2
+    for backend in (_fnn_blocks, _reference):
+        for R_out in (np.zeros(Z.shape, dtype), None):
+            W = np.zeros(W0.shape, dtype)
+            r, w, status = backend.ridge_update(
+                A, Z, b, 0.0, 1e4 * np.finfo(dtype).eps, W, R_out, np.zeros((12, 12), dtype),
+                np.zeros((12, 12), dtype), None, W0, R0 if stored else None)
+            assert status == 1
+            np.testing.assert_allclose(W, expected, atol=tol * np.abs(expected).max())
+            assert r == pytest.approx(fit_min_norm, rel=1e-8 if dtype == np.float64 else 1e-3)
+            assert w == pytest.approx(np.sum(W.astype(np.float64) ** 2), rel=1e-6)
+            if R_out is not None:
+                close(R_out, (Z - b) - A @ W, dtype, scale=np.abs(Z).max() * 10)
+
+
+def test_ridge_closest_fallback_keeps_what_fits_through_small_directions(dtype):
+    """Inputs with two singular values below the eigenvalue cut-off, and Z fitted
+    exactly by weights with a large part along them (what a deep layer's nearly
+    collinear inputs produce): the minimum-norm solution drops that part and its fit
+    term jumps, the closest one keeps it and fits as well as the current weights;
+    both backends agree."""
+    g = np.random.default_rng(4)
+    small, big = (1e-9, 1e6) if dtype == np.float64 else (1e-5, 1e3)
+    U = np.linalg.qr(g.normal(size=(300, 12)))[0]
+    V = np.linalg.qr(g.normal(size=(12, 12)))[0]
+    sv = np.r_[np.linspace(20, 5, 10), small, small]
+    A = (U * sv) @ V.T
+    W0 = g.normal(size=(12, 7)) + big * V[:, 10:] @ g.normal(size=(2, 7))
+    b = g.normal(size=7)
+    A, W0, b = A.astype(dtype), W0.astype(dtype), b.astype(dtype)
+    Z = b + A @ W0                                           # fitted: R0 is rounding
+    R0 = Z - b - A @ W0
+    fit0 = np.sum(R0.astype(np.float64) ** 2)
+    scale = np.sum((Z - b).astype(np.float64) ** 2)
+    eps = np.finfo(dtype).eps
+    out = []
+    for backend in (_fnn_blocks, _reference):
+        fits, weights = [], []
+        for extra in ((None, W0, R0), (None, W0, None), ()):
+            W = np.zeros(W0.shape, dtype)
+            r, _, status = backend.ridge_update(A, Z, b, 0.0, 1e4 * eps, W, None,
+                                                np.zeros((12, 12), dtype),
+                                                np.zeros((12, 12), dtype), *extra)
+            assert status == 1
+            fits.append(r)
+            weights.append(W)
+        closest, closest_recomputed, min_norm = fits
+        out.append(weights[0])
+        assert closest <= fit0 + 1e3 * eps ** 2 * scale
+        assert closest_recomputed <= fit0 + 1e3 * eps ** 2 * scale
+        assert min_norm > 1e3 * (fit0 + 1e3 * eps ** 2 * scale)     # what it fixes
+    np.testing.assert_allclose(out[0], out[1], atol=1e3 * eps * np.abs(out[1]).max())
+
+
+def test_ridge_closest_fallback_leaves_a_cholesky_solve_alone(dtype):
+    """A well-conditioned Gram matrix takes Cholesky: the same weights bit for bit with
+    or without W_now, so only fallbacks change."""
+    d = _inputs(dtype, N=80)
+    A = np.tanh(d["Z"]).astype(dtype)
+    W0 = np.ones((5, 4), dtype)
+    outs = []
+    for extra in ((), (None, W0)):
+        W, R = np.zeros((5, 4), dtype), np.zeros((80, 4), dtype)
+        res = _fnn_blocks.ridge_update(A, d["Rn"], d["b"], 0.0, 1e4 * np.finfo(dtype).eps, W,
+                                       R, np.zeros((5, 5), dtype), np.zeros((5, 5), dtype),
+                                       *extra)
+        outs.append((res, W))
+    assert outs[0][0] == outs[1][0] and outs[0][0][2] == 0
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+def test_ridge_closest_fallback_checks_its_arrays():
+    A, Z, b, W0, R0 = _collinear_layer(np.float64)
+    args = (A, Z, b, 0.0, 1e-12, np.zeros(W0.shape), None, np.zeros((12, 12)), np.zeros((12, 12)),
+            None)
+    with pytest.raises(ValueError, match="W_now"):
+        _fnn_blocks.ridge_update(*args, W0[:5])
+    with pytest.raises(ValueError, match="R_now"):
+        _fnn_blocks.ridge_update(*args, W0, R0[:10])
+    with pytest.raises(ValueError, match="give W_now"):
+        _fnn_blocks.ridge_update(*args, None, R0)
+
+
 def test_bias_update_matches_reference(dtype):
     d = _inputs(dtype)
     out = []
