@@ -241,32 +241,33 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
     it is ill conditioned (reciprocal condition estimate below rcond_min).  With W_now
-    (the closest fallback) the fallback is W_now + the minimum-norm solution for the
-    change, G dW = A_prev^T R_now - lam W_now, R_now = Z - b - A_prev W_now the current
-    residual (recomputed if None).
+    (the closest fallback) both solve for the change, G dW = A_prev^T R_now - lam W_now,
+    R_now = Z - b - A_prev W_now the current residual (recomputed if None), and
+    W_out = W_now + dW: on a fallback the least-squares solution closest to W_now.
     R_out may be None (the low-memory sweep: the residual is not stored); colsum_out,
     if given, receives the residual's column sums (bias_update_lean's stats).
     Returns (||R_out||^2, ||W_out||^2, status)."""
     N, n_in = A_prev.shape
     Zb = Z - b
+    if W_now is None:
+        rhs = A_prev.T @ Zb
+    else:
+        R0 = Zb - A_prev @ W_now if R_now is None else R_now
+        rhs = A_prev.T @ R0 - A_prev.dtype.type(lam) * W_now
     G = A_prev.T @ A_prev + A_prev.dtype.type(lam) * np.eye(n_in, dtype=A_prev.dtype)
     pocon = scipy.linalg.lapack.get_lapack_funcs("pocon", (G,))
     U, info = scipy.linalg.lapack.get_lapack_funcs("potrf", (G,))(G, lower=False)
     rcond = pocon(U, np.abs(G).sum(axis=0).max())[0] if info == 0 else -1.0
     if info == 0 and rcond >= rcond_min:
-        W_out[...] = scipy.linalg.cho_solve((U, False), A_prev.T @ Zb)
+        sol = scipy.linalg.cho_solve((U, False), rhs)
         status = 0
     else:
         w, Q = np.linalg.eigh(G)
         keep = w > n_in * np.finfo(G.dtype).eps * w[-1]
         inv = np.where(keep, 1 / np.where(keep, w, 1), 0).astype(G.dtype)
-        if W_now is None:
-            W_out[...] = Q @ (inv[:, None] * (Q.T @ (A_prev.T @ Zb)))
-        else:
-            R0 = Zb - A_prev @ W_now if R_now is None else R_now
-            rhs = A_prev.T @ R0 - A_prev.dtype.type(lam) * W_now
-            W_out[...] = W_now + Q @ (inv[:, None] * (Q.T @ rhs))
+        sol = Q @ (inv[:, None] * (Q.T @ rhs))
         status = 1
+    W_out[...] = sol if W_now is None else W_now + sol
     R = (Zb - A_prev @ W_out).astype(A_prev.dtype, copy=False)
     if R_out is not None:
         R_out[...] = R

@@ -20,7 +20,7 @@ from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather
                    lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
                    lysep_gram_acc_d, lysep_gram_acc_f, lysep_zgrad_rows_d, lysep_zgrad_rows_f,
                    lysep_target_rows_d, lysep_target_rows_f)
-from _ridge cimport _pinv_solve, solve_right_spd
+from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
                           TANH, SOFTPLUS)
@@ -1055,15 +1055,17 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     for its norm and not stored.  colsum_out, if given, receives the residual's column
     sums (what the low-memory bias block needs besides the norm: bias_update_lean's
     `stats`, so that it does not compute the residual again).
-    W_now, if given, selects the closest fallback: on a fallback W_out := W_now + dW,
-    dW the minimum-norm solution of dW (A A^T + lam I) = (R_now - lam W_now) in the same
-    orientation, i.e. the least-squares solution closest to W_now (for lam = 0; it keeps
-    W_now's part in the discarded eigen-directions, where the minimum-norm W drops what
-    reproduces Z).  R_now = Z - b - A_prev W_now, the current residual; if None it is
-    recomputed a block of rows at a time.  The right-hand side comes from the residual
-    itself: forming it as A^T (Z - b) - G W_now cancels.
+    W_now, if given, selects the closest fallback by solving for the change:
+    W_out := W_now + dW, dW (A A^T + lam I) = R_now A^T - lam W_now in MATH.md's
+    orientation, R_now = Z - b - A_prev W_now the current residual (if None, recomputed
+    a block of rows at a time: one more product).  With Cholesky that is the same
+    minimiser to rounding; on a fallback dW is the minimum-norm change, so W_out is
+    the least-squares solution closest to W_now (lam = 0): it keeps W_now's part in
+    the discarded eigen-directions, where the minimum-norm W drops what reproduces Z.
+    The right-hand side comes from the residual itself: forming it as
+    A^T (Z - b) - G W_now cancels.
     Returns (||R_out||^2, ||W_out||^2, status): status 0 Cholesky, 1 minimum-norm (or
-    closest), -1 LAPACK failure (W_out then holds zeros).
+    closest), -1 LAPACK failure (W_out then holds zeros, or W_now when given).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
     cdef Py_ssize_t r0, nb, block
@@ -1092,30 +1094,35 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     block = (_layer_block(N, n_in, n_out, sizeof(floating)) if stored
              else _lean_rows(N, n_in, n_out, sizeof(floating)))
     cdef floating *scratch = NULL
-    cdef floating *G0 = NULL              # closest fallback: a copy of what the solve destroys
     cdef const floating *Wn = &W_now[0, 0] if closest else NULL
     cdef const floating *Rn = &R_now[0, 0] if R_now is not None else NULL
     cdef bint need_scratch = not stored or (closest and Rn == NULL)
     if need_scratch:
         scratch = <floating *>malloc(block * n_out * sizeof(floating))
-    if closest:
-        G0 = <floating *>malloc(n_in * n_in * sizeof(floating))
-    if (need_scratch and scratch == NULL) or (closest and G0 == NULL):
-        free(scratch); free(G0)
-        raise MemoryError()
+        if scratch == NULL:
+            raise MemoryError()
     cdef floating *Rp
+    cdef const floating *src
     with nogil:
-        # right-hand side (Z - b) A^T, an n_out x n_in matrix stored where W will be, and
-        # the Gram matrix (the narrow Gram kernel conv_gram uses, or syrk), a block of
-        # rows at a time so that the block of Z - b and of A_prev is still in cache
+        # right-hand side (Z - b) A^T (closest: R_now A^T - lam W_now, for the change),
+        # an n_out x n_in matrix stored where W will be, and the Gram matrix (the narrow
+        # Gram kernel conv_gram uses, or syrk), a block of rows at a time so that the
+        # block of Z - b and of A_prev is still in cache
         memset(W, 0, n_in * n_out * sizeof(floating))
         memset(G, 0, n_in * n_in * sizeof(floating))
         r0 = 0
         while r0 < N:
             nb = block if r0 + block <= N else N - r0
-            Rp = &R_out[r0, 0] if stored else scratch
-            _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], Rp)
-            tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, Rp, n_out, W, n_out)
+            if closest and Rn != NULL:
+                src = Rn + r0 * n_out
+            else:
+                Rp = &R_out[r0, 0] if stored and not closest else scratch
+                _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], Rp)
+                if closest:                # the current residual, recomputed
+                    rows_gemm(nb, n_in, n_out, &A_prev[r0, 0], n_in, Wn, n_out,
+                              <floating>-1, Rp, n_out, <floating *>NULL, Rp, n_out)
+                src = Rp
+            tn_gemm_acc(nb, n_in, n_out, &A_prev[r0, 0], n_in, src, n_out, W, n_out)
             gram_upper_acc(nb, n_in, &A_prev[r0, 0], n_in, G, n_in)
             r0 += nb
         for i in range(n_in):              # the C-order upper triangle to the lower
@@ -1124,21 +1131,20 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
         if closest:
-            memcpy(G0, G, n_in * n_in * sizeof(floating))
+            for j in range(n_in * n_out):
+                W[j] -= <floating>lam * Wn[j]
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
-        if closest and status == 1:
-            status = _closest_fallback(N, n_in, n_out, block, &A_prev[0, 0], &Z[0, 0],
-                                       &b[0], lam, Wn, Rn, G0, scratch, W)
+        if closest:                        # W_now + the change (W_now if LAPACK failed)
+            for j in range(n_in * n_out):
+                W[j] += Wn[j]
         r_sum = 0
         if sums:
             memset(&colsum_out[0], 0, n_out * sizeof(double))
         r0 = 0
         while r0 < N:                      # R_out -= A_prev W, its norm while in cache
             nb = block if r0 + block <= N else N - r0
-            if stored:
-                Rp = &R_out[r0, 0]
-            else:
-                Rp = scratch
+            Rp = &R_out[r0, 0] if stored else scratch
+            if closest or not stored:      # else R_out holds Z - b from the first pass
                 _rows_minus_vector(nb, n_out, &Z[r0, 0], &b[0], Rp)
             rows_gemm(nb, n_in, n_out, &A_prev[r0, 0], n_in, W, n_out, <floating>-1,
                       Rp, n_out, <floating *>NULL, Rp, n_out)
@@ -1147,40 +1153,9 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
                 _col_sums_add(nb, n_out, Rp, &colsum_out[0])
             r0 += nb
         w_sum = _ssq(n_in * n_out, W)
-    free(scratch); free(G0)
+    free(scratch)
     return r_sum, w_sum, status
 
-
-cdef int _closest_fallback(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t block,
-                           const floating *A, const floating *Z, const floating *b, double lam,
-                           const floating *Wn, const floating *Rn, floating *G0,
-                           floating *scratch, floating *W) noexcept nogil:
-    """W := W_now + (A^T R_now - lam W_now) pinv(G0), ridge_update's closest fallback
-    (row-major A: N x n_in, Z and R_now: N x n_out, W_now Wn and W: n_in x n_out;
-    G0 = A^T A + lam I, destroyed).  R_now (Rn) NULL: recomputed into scratch a block of
-    rows at a time.  Returns 1, or -1 (W zeroed) if LAPACK fails."""
-    cdef Py_ssize_t r0 = 0, nb, k
-    cdef const floating *Rp
-    memset(W, 0, n_in * n_out * sizeof(floating))
-    while r0 < N:
-        nb = block if r0 + block <= N else N - r0
-        if Rn != NULL:
-            Rp = Rn + r0 * n_out
-        else:
-            _rows_minus_vector(nb, n_out, Z + r0 * n_out, b, scratch)
-            rows_gemm(nb, n_in, n_out, A + r0 * n_in, n_in, Wn, n_out, <floating>-1,
-                      scratch, n_out, <floating *>NULL, scratch, n_out)
-            Rp = scratch
-        tn_gemm_acc(nb, n_in, n_out, A + r0 * n_in, n_in, Rp, n_out, W, n_out)
-        r0 += nb
-    for k in range(n_in * n_out):
-        W[k] -= <floating>lam * Wn[k]
-    if _pinv_solve(n_in, n_out, G0, W) != 0:
-        memset(W, 0, n_in * n_out * sizeof(floating))
-        return -1
-    for k in range(n_in * n_out):
-        W[k] += Wn[k]
-    return 1
 
 
 def bias_update(const floating[:, ::1] R, const floating[::1] b,

@@ -255,21 +255,26 @@ def test_ridge_closest_fallback_keeps_what_fits_through_small_directions(dtype):
     np.testing.assert_allclose(out[0], out[1], atol=1e3 * eps * np.abs(out[1]).max())
 
 
-def test_ridge_closest_fallback_leaves_a_cholesky_solve_alone(dtype):
-    """A well-conditioned Gram matrix takes Cholesky: the same weights bit for bit with
-    or without W_now, so only fallbacks change."""
+@pytest.mark.parametrize("stored", [True, False], ids=["R_now", "recomputed"])
+def test_ridge_closest_mode_with_cholesky_is_the_same_minimiser(stored, dtype):
+    """A well-conditioned Gram matrix takes Cholesky in both modes; solving for the
+    change from W0 gives the direct solve's weights and residual to rounding."""
     d = _inputs(dtype, N=80)
     A = np.tanh(d["Z"]).astype(dtype)
-    W0 = np.ones((5, 4), dtype)
+    W0 = rng.normal(size=(5, 4)).astype(dtype)
+    R0 = d["Rn"] - d["b"] - A @ W0
     outs = []
-    for extra in ((), (None, W0)):
+    for extra in ((), (None, W0, R0 if stored else None)):
         W, R = np.zeros((5, 4), dtype), np.zeros((80, 4), dtype)
-        res = _fnn_blocks.ridge_update(A, d["Rn"], d["b"], 0.0, 1e4 * np.finfo(dtype).eps, W,
+        res = _fnn_blocks.ridge_update(A, d["Rn"], d["b"], 0.5, 1e4 * np.finfo(dtype).eps, W,
                                        R, np.zeros((5, 5), dtype), np.zeros((5, 5), dtype),
                                        *extra)
-        outs.append((res, W))
-    assert outs[0][0] == outs[1][0] and outs[0][0][2] == 0
-    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+        assert res[2] == 0
+        outs.append((res, W, R))
+    (rd, Wd, Rd), (rc, Wc, Rc) = outs
+    close(rc[:2], rd[:2], dtype, scale=100 * max(rd[:2]))
+    close(Wc, Wd, dtype, scale=np.abs(Wd).max() * 100)
+    close(Rc, Rd, dtype, scale=np.abs(Rd).max() * 100)
 
 
 def test_ridge_closest_fallback_checks_its_arrays():
