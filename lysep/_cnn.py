@@ -11,7 +11,7 @@ from scipy.special import log_softmax
 from ._activations import ACTIVATION_CODES
 from ._base import BaseEstimator, ClassifierMixin
 from ._cnn_sweep import CNN_BACKENDS, Architecture, CNNForward, CNNGDState, CNNLySepState
-from ._sweep import LineSearch
+from ._sweep import RIDGE_FALLBACKS, LineSearch
 from ._threads import blas_threads
 from ._training import (BatchStream, Progress, StopRule, begin_fit, feature_names,
                         stratified_split, warn_interrupted, warn_stop)
@@ -99,6 +99,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``C(s) = e * max(1, 1/s)``.
     z_step : {"per_sample", "shared"}, default="per_sample"
         Line search on the auxiliary variables: one step per sample or one shared step.
+    ridge_fallback : {"min_norm", "closest"}, default="min_norm"
+        ``solver="lysep"`` only: the kernel and dense-weight update when the Gram matrix
+        is too ill conditioned for Cholesky, as in ``FNNClassifier``: the minimum-norm
+        least-squares solution, or the one closest to the current weights.
     eval_every : int or None, default=None
         The curves are recorded before training and after every ``eval_every``
         iterations (and after the last); None means ``refresh_every`` (once per batch).
@@ -182,7 +186,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  pool_size=2, hidden_layer_sizes=(64,), activation="tanh", solver="lysep", *,
                  image_shape=None, batch_size=1000, refresh_every=10, max_iter=500,
                  learning_rate_init=0.1, penalty_scale=0.01, z_step="per_sample",
-                 eval_every=None, tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 ridge_fallback="min_norm", eval_every=None, tol=0.0, n_iter_no_change=10, dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.conv_channels = conv_channels
@@ -201,6 +205,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate_init = learning_rate_init
         self.penalty_scale = penalty_scale
         self.z_step = z_step
+        self.ridge_fallback = ridge_fallback
         self.eval_every = eval_every
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -237,6 +242,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         check_choice(self.activation, "activation", ACTIVATION_CODES)
         check_choice(self.solver, "solver", SOLVERS)
         check_choice(self.z_step, "z_step", Z_STEPS)
+        check_choice(self.ridge_fallback, "ridge_fallback", RIDGE_FALLBACKS)
         check_choice(self.backend, "backend", CNN_BACKENDS)
         if self.solver == "lysep" and not hidden:
             raise ValueError("solver='lysep' needs at least one hidden dense layer; "
@@ -320,12 +326,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                               self.learning_rate_init)
         return CNNLySepState(backend, arch, Xb, yb, weights, biases, self.activation,
                              self.penalty_scale, per_sample=self.z_step == "per_sample",
-                             search=LineSearch())
+                             search=LineSearch(), ridge_fallback=self.ridge_fallback)
 
     def _settings(self, X):
         """What a kept batch state depends on besides its data and parameters."""
         return (self.solver, self.activation, self.penalty_scale, self.z_step,
-                self.learning_rate_init, self.backend, X.dtype, self.batch_size)
+                self.ridge_fallback, self.learning_rate_init, self.backend, X.dtype, self.batch_size)
 
     def _resume(self, X, y, rng, continuing):
         """(batch stream, batch state) to continue: the ones a warm start kept, when the

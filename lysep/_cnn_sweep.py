@@ -210,12 +210,12 @@ class CNNLySepState(LySepState):
     """
 
     def __init__(self, backend, arch, X, y, weights, biases, activation, penalty_scale,
-                 per_sample=True, search=LineSearch()):
+                 per_sample=True, search=LineSearch(), ridge_fallback="min_norm"):
         if not arch.hidden:
             raise ValueError("LySep-CNN needs at least one hidden dense layer")
         self.arch, self.Lc = arch, arch.n_conv
         super().__init__(backend, X, y, weights, biases, activation, penalty_scale,
-                         per_sample=per_sample, search=search)
+                         per_sample=per_sample, search=search, ridge_fallback=ridge_fallback)
         self.V2 = [np.empty_like(v) for v in self.V]
         self.arg2 = [None if a is None else np.empty_like(a) for a in self.arg]
 
@@ -264,17 +264,27 @@ class CNNLySepState(LySepState):
 
     def _kernel_block(self, i):
         """K_i (Phi Phi^T + lambda_i I) = (Z_i - b_i) Phi^T, Gram and right-hand side
-        accumulated in chunks of samples (MATH.md §5, paper's (4.5)-(4.6))."""
+        accumulated in chunks of samples (MATH.md §5, paper's (4.5)-(4.6)).  The closest
+        fallback solves for the change from the current K_i instead, with right-hand
+        side R_i Phi^T - lambda_i K_i (the FNN ridge block's rule)."""
         k, arch = self.k, self.arch
         ks, s, p = arch.kernel_size, arch.stride, arch.padding
         U, Z, chunk = self.layer_input(i), self.Z[i], self._chunk(i)
         KK, Co = self.W[i].shape
-        Zb = self.R2[i]                                  # scratch until the residual
-        np.subtract(Z, self.b[i], out=Zb)
+        lam, closest = self.ridge_lambda(i), self.ridge_fallback == "closest"
+        if closest:
+            target = self.R[i]
+        else:
+            target = self.R2[i]                          # scratch until the residual
+            np.subtract(Z, self.b[i], out=target)
         G, RHS = self.ws("kgram", (KK, KK)), self.ws("krhs", (KK, Co))
-        k.conv_gram(U, Zb, ks, s, p, G, RHS, chunk)
-        status = k.ridge_solve(G, RHS, self.ridge_lambda(i), self.rcond_min, self.W2[i],
+        k.conv_gram(U, target, ks, s, p, G, RHS, chunk)
+        if closest:
+            RHS -= RHS.dtype.type(lam) * self.W[i]
+        status = k.ridge_solve(G, RHS, lam, self.rcond_min, self.W2[i],
                                self.ws("kgram1", (KK, KK)), self.ws("kgram2", (KK, KK)))
+        if closest:                      # K_i + the change (K_i if LAPACK failed)
+            self.W2[i] += self.W[i]
         self.stats["fallbacks"] += status != 0
         R = self.R2[i]
         k.conv_forward(U, self.W2[i], self.b[i], ks, s, p, R, chunk)

@@ -109,6 +109,7 @@ def test_bad_flat_input_is_rejected(X, image_shape, exc, match):
     (dict(penalty_scale=0), "penalty_scale"),
     (dict(penalty_scale=float("nan")), "penalty_scale"),
     (dict(z_step="global"), "z_step"),
+    (dict(ridge_fallback="lstsq"), "ridge_fallback"),
     (dict(tol=-1.0), "tol"),
     (dict(n_iter_no_change=0), "n_iter_no_change"),
     (dict(early_stopping=True, validation_fraction=1.5), "validation_fraction"),

@@ -1,10 +1,11 @@
-"""LySep with ridge_fallback="min_norm" (the default) against "closest", on the circle and
-interface grids' data, architectures and seeds (300 sweeps, s = 0.01, as in
-`lysep reproduce`), both settings on the same seeds, in one run.
+"""LySep with ridge_fallback="min_norm" (the default) against "closest", on the data,
+architectures and seeds of the `lysep reproduce` grids (circle and interface: 300 sweeps,
+10 seeds; cnn: the reduced grid, 40 iterations on 3000 Fashion-MNIST images, 2 seeds;
+s = 0.01), both settings on the same seeds, in one run.
 
 Run from anywhere with the package installed:
-    python docs/results/compare_ridge_fallback.py [--experiment circle|interface]
-        [--seeds 10] [--jobs 2]
+    python docs/results/compare_ridge_fallback.py [--experiment circle|interface|cnn]
+        [--seeds N] [--jobs 2]
 
 It prints, per cell, the mean ± std over seeds of the final training CE, the training
 and test accuracy and the CPU time per fit, and on how many seeds "closest" ends with
@@ -22,14 +23,22 @@ MODES = ("min_norm", "closest")
 
 
 def _fit(task):
-    experiment, time_, depth, seed, mode = task
+    experiment, time_, depth, width, seed, mode = task
     from threadpoolctl import threadpool_limits
 
-    from lysep import FNNClassifier
-    from lysep.experiments import load_data
-    X, y, Xt, yt = load_data(experiment, time_, 3000, 1000, 0, 1)
-    clf = FNNClassifier((20,) * depth, max_iter=300, penalty_scale=0.01, random_state=seed,
-                        tol=0.0, n_iter_no_change=300, ridge_fallback=mode)
+    from lysep import CNNClassifier, FNNClassifier
+    from lysep.experiments import CNN_POOLS, load_data
+    if experiment == "cnn":
+        X, y, Xt, yt = load_data("cnn", None, 3000, 1000, 0, 1, "fashion-mnist")
+        clf = CNNClassifier(conv_channels=(width,) * depth, pool_size=CNN_POOLS[depth],
+                            hidden_layer_sizes=(32,), batch_size=1000, refresh_every=10,
+                            max_iter=40, penalty_scale=0.01, random_state=seed, tol=0.0,
+                            n_iter_no_change=40, ridge_fallback=mode)
+    else:
+        X, y, Xt, yt = load_data(experiment, time_, 3000, 1000, 0, 1)
+        clf = FNNClassifier((width,) * depth, max_iter=300, penalty_scale=0.01,
+                            random_state=seed, tol=0.0, n_iter_no_change=300,
+                            ridge_fallback=mode)
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         t0 = time.process_time()
@@ -40,34 +49,38 @@ def _fit(task):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", choices=("circle", "interface"), default="circle")
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--experiment", choices=("circle", "interface", "cnn"), default="circle")
+    p.add_argument("--seeds", type=int, default=None, help="default 10 (cnn: 2)")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args(argv)
     from lysep.datasets import INTERFACE_TIMES
+    seeds = args.seeds or (2 if args.experiment == "cnn" else 10)
     if args.experiment == "circle":
-        cells = [(None, d) for d in (3, 5, 9, 14, 19)]
-    else:
-        cells = [(t, d) for t in INTERFACE_TIMES for d in (3, 9, 19)]
-    tasks = [(args.experiment, t, d, s, m) for t, d in cells for s in range(args.seeds)
+        cells = [(None, d, 20) for d in (3, 5, 9, 14, 19)]
+    elif args.experiment == "interface":
+        cells = [(t, d, 20) for t in INTERFACE_TIMES for d in (3, 9, 19)]
+    else:                                # conv layers x channels
+        cells = [(None, d, c) for d in (1, 2, 3) for c in (4, 8, 16)]
+    tasks = [(args.experiment, t, d, w, s, m) for t, d, w in cells for s in range(seeds)
              for m in MODES]
     with ProcessPoolExecutor(args.jobs) as ex:
         results = dict(ex.map(_fit, tasks))
-    print(f"{args.experiment}, {args.seeds} seeds, 300 sweeps: mean ± std over seeds")
+    budget = "40 iterations" if args.experiment == "cnn" else "300 sweeps"
+    print(f"{args.experiment}, {seeds} seeds, {budget}: mean ± std over seeds")
     print("| cell | ridge_fallback | training CE | training acc. | test acc. | CPU s/fit "
           "| seeds with lower CE |")
     print("|---|---|---|---|---|---|---|")
-    for t, d in cells:
-        name = f"{d}×20" if t is None else f"t = {t:g}, {d}×20"
-        per_mode = {m: np.array([results[(args.experiment, t, d, s, m)]
-                                 for s in range(args.seeds)]) for m in MODES}
+    for t, d, w in cells:
+        name = f"{d}×{w}" if t is None else f"t = {t:g}, {d}×{w}"
+        per_mode = {m: np.array([results[(args.experiment, t, d, w, s, m)]
+                                 for s in range(seeds)]) for m in MODES}
         for m in MODES:
             r = per_mode[m]
             other = per_mode[MODES[1 - MODES.index(m)]]
             lower = int(np.sum(r[:, 0] < other[:, 0]))
             print(f"| {name} | {m} | {r[:, 0].mean():.3e} ± {r[:, 0].std(ddof=1):.1e} | "
                   f"{100 * r[:, 1].mean():.2f}% | {100 * r[:, 2].mean():.2f}% | "
-                  f"{r[:, 3].mean():.2f} | {lower} of {args.seeds} |")
+                  f"{r[:, 3].mean():.2f} | {lower} of {seeds} |")
 
 
 if __name__ == "__main__":
