@@ -99,7 +99,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``C(s) = e * max(1, 1/s)``.
     z_step : {"per_sample", "shared"}, default="per_sample"
         Line search on the auxiliary variables: one step per sample or one shared step.
-    ridge_fallback : {"min_norm", "closest"}, default="min_norm"
+    ridge_fallback : {"min_norm", "closest"}, default="closest"
         ``solver="lysep"`` only: the kernel and dense-weight update when the Gram matrix
         is too ill conditioned for Cholesky, as in ``FNNClassifier``: the minimum-norm
         least-squares solution, or the one closest to the current weights.
@@ -186,7 +186,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  pool_size=2, hidden_layer_sizes=(64,), activation="tanh", solver="lysep", *,
                  image_shape=None, batch_size=1000, refresh_every=10, max_iter=500,
                  learning_rate_init=0.1, penalty_scale=0.01, z_step="per_sample",
-                 ridge_fallback="min_norm", eval_every=None, tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 ridge_fallback="closest", eval_every=None, tol=0.0, n_iter_no_change=10, dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.conv_channels = conv_channels

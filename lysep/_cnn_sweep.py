@@ -210,7 +210,7 @@ class CNNLySepState(LySepState):
     """
 
     def __init__(self, backend, arch, X, y, weights, biases, activation, penalty_scale,
-                 per_sample=True, search=LineSearch(), ridge_fallback="min_norm"):
+                 per_sample=True, search=LineSearch(), ridge_fallback="closest"):
         if not arch.hidden:
             raise ValueError("LySep-CNN needs at least one hidden dense layer")
         self.arch, self.Lc = arch, arch.n_conv

@@ -114,7 +114,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         (measured in ``bench/``).  Same method, same guarantees; the trajectory agrees
         with the default's to rounding.  Needs ``z_step="per_sample"``: with a shared
         step the Z blocks' work arrays hold every row, and nothing would be saved.
-    ridge_fallback : {"min_norm", "closest"}, default="min_norm"
+    ridge_fallback : {"min_norm", "closest"}, default="closest"
         ``solver="lysep"`` only: the weight update when a layer's Gram matrix is too
         ill conditioned for Cholesky (common in deep networks, whose hidden layers
         become nearly collinear).  ``"min_norm"``: the minimum-norm least-squares
@@ -182,7 +182,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(20, 20, 20), activation="tanh", solver="lysep", *,
                  max_iter=300, learning_rate_init=0.1, penalty_scale=0.01,
-                 z_step="per_sample", low_memory=False, ridge_fallback="min_norm", tol=0.0,
+                 z_step="per_sample", low_memory=False, ridge_fallback="closest", tol=0.0,
                  n_iter_no_change=10, dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):

@@ -247,7 +247,7 @@ class LySepState:
 
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
                  per_sample=True, search=LineSearch(), low_memory=False,
-                 ridge_fallback="min_norm"):
+                 ridge_fallback="closest"):
         if ridge_fallback not in RIDGE_FALLBACKS:
             raise ValueError(f"ridge_fallback must be one of {RIDGE_FALLBACKS}, "
                              f"got {ridge_fallback!r}")
