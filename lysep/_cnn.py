@@ -186,7 +186,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  pool_size=2, hidden_layer_sizes=(64,), activation="tanh", solver="lysep", *,
                  image_shape=None, batch_size=1000, refresh_every=10, max_iter=500,
                  learning_rate_init=0.1, penalty_scale=0.01, z_step="per_sample",
-                 ridge_fallback="closest", eval_every=None, tol=0.0, n_iter_no_change=10, dtype=np.float64,
+                 ridge_fallback="closest", eval_every=None, tol=0.0, n_iter_no_change=10,
+                 dtype=np.float64,
                  random_state=None, warm_start=False, verbose=False, early_stopping=False,
                  validation_fraction=0.1, callback=None, n_threads=1, backend="compiled"):
         self.conv_channels = conv_channels
@@ -331,7 +332,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _settings(self, X):
         """What a kept batch state depends on besides its data and parameters."""
         return (self.solver, self.activation, self.penalty_scale, self.z_step,
-                self.ridge_fallback, self.learning_rate_init, self.backend, X.dtype, self.batch_size)
+                self.ridge_fallback, self.learning_rate_init, self.backend, X.dtype,
+                self.batch_size)
 
     def _resume(self, X, y, rng, continuing):
         """(batch stream, batch state) to continue: the ones a warm start kept, when the

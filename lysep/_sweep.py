@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._activations import ACTIVATION_CODES, LIPSCHITZ
+from ._validation import check_choice
 
 
 RIDGE_FALLBACKS = ("min_norm", "closest")
@@ -248,10 +249,7 @@ class LySepState:
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
                  per_sample=True, search=LineSearch(), low_memory=False,
                  ridge_fallback="closest"):
-        if ridge_fallback not in RIDGE_FALLBACKS:
-            raise ValueError(f"ridge_fallback must be one of {RIDGE_FALLBACKS}, "
-                             f"got {ridge_fallback!r}")
-        self.ridge_fallback = ridge_fallback
+        self.ridge_fallback = check_choice(ridge_fallback, "ridge_fallback", RIDGE_FALLBACKS)
         self.k, self.X, self.y = backend, X, y
         self.low_memory = bool(low_memory)
         self.W, self.b = weights, biases

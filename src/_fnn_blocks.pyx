@@ -1131,12 +1131,10 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         for j in range(n_in):              # add lam I
             G[j * n_in + j] += <floating>lam
         if closest:
-            for j in range(n_in * n_out):
-                W[j] -= <floating>lam * Wn[j]
+            axpy(<int>(n_in * n_out), <floating>(-lam), Wn, W)
         status = solve_right_spd(n_in, n_out, G, &work_gram2[0, 0], W, rcond_min)
         if closest:                        # W_now + the change (W_now if LAPACK failed)
-            for j in range(n_in * n_out):
-                W[j] += Wn[j]
+            axpy(<int>(n_in * n_out), <floating>1, Wn, W)
         r_sum = 0
         if sums:
             memset(&colsum_out[0], 0, n_out * sizeof(double))
@@ -1155,7 +1153,6 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         w_sum = _ssq(n_in * n_out, W)
     free(scratch)
     return r_sum, w_sum, status
-
 
 
 def bias_update(const floating[:, ::1] R, const floating[::1] b,
