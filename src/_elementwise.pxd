@@ -56,11 +56,14 @@ cdef inline void act_forward(int kind, Py_ssize_t n, const floating *z,
         else:
             lysep_sigmoid_d(n, z, a, d)
     elif kind == RELU:
+        # separate branch-free loops: with the test of d inside, gcc kept the loop
+        # scalar and branchy (6 ns per element on random signs, 20x a vector pass)
         for i in range(n):
             t = z[i]
             a[i] = t if t > 0 else 0
-            if d != NULL:
-                d[i] = 1 if t > 0 else 0
+        if d != NULL:
+            for i in range(n):
+                d[i] = 1 if z[i] > 0 else 0
     else:
         for i in range(n):
             a[i] = _softplus(z[i])

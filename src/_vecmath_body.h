@@ -16,19 +16,19 @@ static inline double LYSEP_NAME(expm1_parts)(double t, double *scale_out)
     memcpy(&kbits, &k, sizeof k);
     memcpy(&mbits, &MAGIC, sizeof k);
     double r = (t - n * C1) - n * C2;
-    double p = 1.0 / 6227020800.0;               /* Horner on r/1! + r^2/2! + ... + r^13/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r * r + r;                           /* expm1(r) */
+    /* expm1(r) = r + r^2 q(r), q(r) = 1/2! + r/3! + ... + r^11/13!, by Estrin's scheme:
+     * Horner's chain of twelve dependent FMAs kept too few loop iterations in flight on
+     * a Zen 2 core (a small FP scheduler), so the loop ran at the chain's latency; here
+     * the longest chain is five operations */
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double a0 = 1.0 / 2.0 + r * (1.0 / 6.0);
+    double a1 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    double a2 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    double a3 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
+    double a4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+    double a5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+    double q = (a0 + r2 * a1) + r4 * (a2 + r2 * a3) + r8 * (a4 + r2 * a5);
+    double p = q * r2 + r;                       /* expm1(r) */
     int64_t bits = (kbits - mbits + 1023) << 52;
     memcpy(scale_out, &bits, sizeof bits);       /* 2^n */
     return p;

@@ -41,6 +41,18 @@ def test_tanh_is_accurate_to_a_few_ulp():
     assert ulp.max() <= 4
 
 
+def test_sigmoid_is_accurate_to_a_few_ulp():
+    from scipy.special import expit
+    Z = np.concatenate([np.linspace(-40, 40, 400001), -np.geomspace(1e-300, 700, 2000),
+                        np.geomspace(1e-300, 700, 2000)])
+    Z = Z.reshape(-1, 1).copy()
+    A = np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES["sigmoid"], A)
+    exact = expit(Z)
+    ulp = np.abs(A - exact) / np.spacing(np.maximum(np.abs(exact), 1e-300))
+    assert ulp.max() <= 6
+
+
 def test_softmax_ce_is_stable_and_matches_reference(dtype):
     G = (rng.normal(size=(50, 4)) * 3).astype(dtype)
     G[0] = [1e4, -1e4, 0, 5]                        # logits of magnitude 1e4
