@@ -24,7 +24,7 @@ from _ridge cimport solve_right_spd
 from libc.math cimport sqrt
 from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
                           TANH, SOFTPLUS)
-from _cross_entropy cimport ce_row, ce_rows
+from _cross_entropy cimport ce_rows, ce_rows_each
 
 
 # ---------------------------------------------------------------------------
@@ -527,7 +527,7 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     the work arrays Ac, g, Gc, Zc and ce_i, ce_t, rs_t hold nb rows).  Adds the block's
     new row cross-entropies to ce_sum in row order.  Returns the number of trial rounds."""
     cdef Py_ssize_t i, a, n_active
-    cdef int t, n_trials = 0, c
+    cdef int t, n_trials = 0
     cdef bint every
     cdef floating *At
     cdef floating two_omega = <floating>(2 * omega)
@@ -535,8 +535,8 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     # row objectives and gradient sigma'(Z) * (W (P - Y)) + 2 omega R at the current Z
     act_derivative_from_value(kind, nb * n, A, Ac)
     _affine(nb, n, K, A, W, b, Gc)
+    ce_rows_each(nb, K, Gc, y, <Py_ssize_t *>NULL, Gc, ce_i, <Py_ssize_t *>NULL)
     for i in range(nb):
-        ce_i[i] = ce_row(K, Gc + i * K, y[i], Gc + i * K, &c)
         s.f0[i] = ce_i[i] + omega * _ssq(n, R + i * n)
         s.floor[i] = s.eps2 * omega * _ssq(n, Z + i * n)
     gemm(c'T', c'N', <int>n, <int>nb, <int>K, 1, W, <int>K, Gc, <int>K, 0, g, <int>n)
@@ -562,9 +562,9 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
         At = A_out if every and A_out != NULL else Ac
         _trial_rows(s, n_active, n, kind, Z, R, g, Z_out, R_out, At, Zc, rs_t)
         _affine(n_active, n, K, At, W, b, Gc)
+        ce_rows_each(n_active, K, Gc, y, s.active, <floating *>NULL, ce_t,
+                     <Py_ssize_t *>NULL)
         for a in range(n_active):
-            i = s.active[a]
-            ce_t[a] = ce_row(K, Gc + a * K, y[i], <floating *>NULL, &c)
             s.f_trial[a] = ce_t[a] + omega * rs_t[a]
         _search_decide(s, n_active)
         for a in range(n_active):

@@ -1,4 +1,4 @@
-/* Vectorisable expm1 / tanh / sigmoid for the activation pass (MATH.md §1).
+/* Vectorisable expm1 / tanh / sigmoid for the activation pass, and exp for the softmax (MATH.md §1).
  *
  * libm's scalar tanh costs ~15 ns per element here, ten times numpy's SIMD loops, and
  * the activation pass is the largest element-wise cost of a sweep.  _vecmath_body.h holds
@@ -65,6 +65,8 @@ static int lysep_simd_level(void)
     return 0;
 }
 
+static void lysep_exp_neg_inplace(ptrdiff_t n, double *x)
+{ LYSEP_DISPATCH(exp_neg_inplace, n, x); }
 static void lysep_tanh_d(ptrdiff_t n, const double *z, double *a, double *d)
 { LYSEP_DISPATCH(tanh_d, n, z, a, d); }
 static void lysep_tanh_f(ptrdiff_t n, const float *z, float *a, float *d)

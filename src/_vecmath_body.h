@@ -64,6 +64,16 @@ static inline double LYSEP_NAME(sigmoid)(double x)
     return x >= 0 ? inv : e * inv;
 }
 
+/* x := exp(x) in place for x <= 0 (max-shifted softmax logits); 0 below -708, where
+ * exp is subnormal (an absolute error under 3.3e-308). */
+static void LYSEP_NAME(exp_neg_inplace)(ptrdiff_t n, double *x)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double t = x[i], e = LYSEP_NAME(exp_neg)(t);
+        x[i] = t < -708.0 ? 0.0 : e;
+    }
+}
+
 static void LYSEP_NAME(tanh_d)(ptrdiff_t n, const double *z, double *a, double *d)
 {
     for (ptrdiff_t i = 0; i < n; i++) a[i] = LYSEP_NAME(tanh)(z[i]);

@@ -67,6 +67,21 @@ def test_softmax_ce_is_stable_and_matches_reference(dtype):
     np.testing.assert_allclose(P.sum(axis=1), 0, atol=10 * RTOL[dtype])
 
 
+@pytest.mark.parametrize("N, K", [(700, 3), (5, 1100), (1, 1)])
+def test_softmax_ce_over_several_chunks_and_wide_rows(N, K, dtype):
+    # the exponentials go through a buffer of 1024 (700 x 3: three chunks of rows;
+    # 1100 classes: wider than the buffer, one row at a time)
+    G = (rng.normal(size=(N, K)) * 5).astype(dtype)
+    G[0, 0] = -800                                   # exp underflows after the shift
+    y = rng.integers(0, K, N)
+    P, P_ref = np.empty_like(G), np.empty_like(G)
+    loss, hits = softmax_ce(G, y, P)
+    loss_ref, hits_ref = _reference.softmax_ce(G, y, P_ref)
+    assert hits == hits_ref
+    close(loss, loss_ref, dtype, scale=abs(loss_ref))
+    close(P, P_ref, dtype)
+
+
 def test_softmax_ce_rejects_out_of_range_labels():
     with pytest.raises(ValueError, match="outside"):
         softmax_ce(np.zeros((2, 3)), np.array([0, 3]))
