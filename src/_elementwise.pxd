@@ -2,13 +2,16 @@
 # value and its derivative in one pass (MATH.md §1).  Codes match
 # lysep._activations.ACTIVATION_CODES.
 from cython cimport floating
-from libc.math cimport exp, expf, expm1, log1p, log1pf, fabs, fabsf
 
 cdef extern from "_vecmath.h" nogil:
     void lysep_tanh_d(Py_ssize_t n, const double *z, double *a, double *d)
     void lysep_tanh_f(Py_ssize_t n, const float *z, float *a, float *d)
     void lysep_sigmoid_d(Py_ssize_t n, const double *z, double *a, double *d)
     void lysep_sigmoid_f(Py_ssize_t n, const float *z, float *a, float *d)
+    void lysep_softplus_d(Py_ssize_t n, const double *z, double *a, double *d)
+    void lysep_softplus_f(Py_ssize_t n, const float *z, float *a, float *d)
+    void lysep_softplus_dv_d(Py_ssize_t n, const double *a, double *d, int mul)
+    void lysep_softplus_dv_f(Py_ssize_t n, const float *a, float *d, int mul)
     int lysep_simd_level()
 
 cdef enum:
@@ -16,28 +19,6 @@ cdef enum:
     SIGMOID = 1
     RELU = 2
     SOFTPLUS = 3
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    cdef floating e
-    if floating is float:
-        if x >= 0:
-            return 1.0 / (1.0 + expf(-x))
-        e = expf(x)
-        return e / (1.0 + e)
-    else:
-        if x >= 0:
-            return 1.0 / (1.0 + exp(-x))
-        e = exp(x)
-        return e / (1.0 + e)
-
-
-cdef inline floating _softplus(floating x) noexcept nogil:
-    cdef floating pos = x if x > 0 else 0
-    if floating is float:
-        return pos + log1pf(expf(-fabsf(x)))
-    else:
-        return pos + log1p(exp(-fabs(x)))
 
 
 cdef inline void act_forward(int kind, Py_ssize_t n, const floating *z,
@@ -65,10 +46,10 @@ cdef inline void act_forward(int kind, Py_ssize_t n, const floating *z,
             for i in range(n):
                 d[i] = 1 if z[i] > 0 else 0
     else:
-        for i in range(n):
-            a[i] = _softplus(z[i])
-            if d != NULL:
-                d[i] = _sigmoid(z[i])
+        if floating is float:
+            lysep_softplus_f(n, z, a, d)
+        else:
+            lysep_softplus_d(n, z, a, d)
 
 
 cdef inline void act_derivative_from_value(int kind, Py_ssize_t n, const floating *a,
@@ -86,8 +67,10 @@ cdef inline void act_derivative_from_value(int kind, Py_ssize_t n, const floatin
         for i in range(n):
             d[i] = 1 if a[i] > 0 else 0
     else:
-        for i in range(n):
-            d[i] = <floating>(-expm1(-<double>a[i]))
+        if floating is float:
+            lysep_softplus_dv_f(n, a, d, 0)
+        else:
+            lysep_softplus_dv_d(n, a, d, 0)
 
 
 cdef inline void act_derivative_times(int kind, Py_ssize_t n, const floating *a,
@@ -105,5 +88,7 @@ cdef inline void act_derivative_times(int kind, Py_ssize_t n, const floating *a,
         for i in range(n):
             x[i] = x[i] if a[i] > 0 else 0
     else:
-        for i in range(n):
-            x[i] = x[i] * <floating>(-expm1(-<double>a[i]))
+        if floating is float:
+            lysep_softplus_dv_f(n, a, x, 1)
+        else:
+            lysep_softplus_dv_d(n, a, x, 1)

@@ -1,4 +1,4 @@
-/* Vectorisable expm1 / tanh / sigmoid for the activation pass, and exp for the softmax (MATH.md §1).
+/* Vectorisable expm1 / tanh / sigmoid / softplus for the activation pass, and exp for the softmax (MATH.md §1).
  *
  * libm's scalar tanh costs ~15 ns per element here, ten times numpy's SIMD loops, and
  * the activation pass is the largest element-wise cost of a sweep.  _vecmath_body.h holds
@@ -75,4 +75,12 @@ static void lysep_sigmoid_d(ptrdiff_t n, const double *z, double *a, double *d)
 { LYSEP_DISPATCH(sigmoid_d, n, z, a, d); }
 static void lysep_sigmoid_f(ptrdiff_t n, const float *z, float *a, float *d)
 { LYSEP_DISPATCH(sigmoid_f, n, z, a, d); }
+static void lysep_softplus_d(ptrdiff_t n, const double *z, double *a, double *d)
+{ LYSEP_DISPATCH(softplus_d, n, z, a, d); }
+static void lysep_softplus_f(ptrdiff_t n, const float *z, float *a, float *d)
+{ LYSEP_DISPATCH(softplus_f, n, z, a, d); }
+static void lysep_softplus_dv_d(ptrdiff_t n, const double *a, double *d, int mul)
+{ LYSEP_DISPATCH(softplus_dv_d, n, a, d, mul); }
+static void lysep_softplus_dv_f(ptrdiff_t n, const float *a, float *d, int mul)
+{ LYSEP_DISPATCH(softplus_dv_f, n, a, d, mul); }
 #endif

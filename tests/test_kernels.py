@@ -53,6 +53,28 @@ def test_sigmoid_is_accurate_to_a_few_ulp():
     assert ulp.max() <= 6
 
 
+def test_softplus_is_accurate_to_a_few_ulp():
+    from scipy.special import expit
+    Z = np.concatenate([np.linspace(-40, 40, 400001), -np.geomspace(1e-300, 700, 2000),
+                        np.geomspace(1e-300, 700, 2000)])
+    Z = Z.reshape(-1, 1).copy()
+    A, D = np.empty_like(Z), np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES["softplus"], A, D)
+    exact = np.logaddexp(0.0, Z)
+    ulp = np.abs(A - exact) / np.spacing(np.maximum(np.abs(exact), 1e-300))
+    assert ulp.max() <= 6
+    exact_d = expit(Z)
+    ulp_d = np.abs(D - exact_d) / np.spacing(np.maximum(np.abs(exact_d), 1e-300))
+    assert ulp_d.max() <= 6
+    # Far below the range of exp the value underflows to (almost) zero, never to nan.
+    Z = np.array([[-800.0, -1e300, 800.0, 1e300]])
+    A, D = np.empty_like(Z), np.empty_like(Z)
+    activation(Z, ACTIVATION_CODES["softplus"], A, D)
+    assert np.all(np.abs(A[0, :2]) <= 1e-307) and np.all(D[0, :2] <= 1e-307)
+    np.testing.assert_array_equal(A[0, 2:], Z[0, 2:])
+    np.testing.assert_array_equal(D[0, 2:], [1.0, 1.0])
+
+
 def test_softmax_ce_is_stable_and_matches_reference(dtype):
     G = (rng.normal(size=(50, 4)) * 3).astype(dtype)
     G[0] = [1e4, -1e4, 0, 5]                        # logits of magnitude 1e4
