@@ -57,11 +57,25 @@ static inline double LYSEP_NAME(tanh)(double x)
     return __builtin_copysign(t, x);
 }
 
+/* exp(t) for t <= 0, 0 below -708, where exp is subnormal (an absolute error under
+ * 3.3e-308). */
+static inline double LYSEP_NAME(exp_neg_flushed)(double t)
+{
+    double e = LYSEP_NAME(exp_neg)(t);
+    return t < -708.0 ? 0.0 : e;
+}
+
+/* sigmoid(x) from e = e^{-|x|}: 1 / (1 + e), or e / (1 + e) for x < 0. */
+static inline double LYSEP_NAME(sigmoid_from_exp)(double x, double e)
+{
+    double inv = 1.0 / (1.0 + e);
+    return x >= 0 ? inv : e * inv;
+}
+
 static inline double LYSEP_NAME(sigmoid)(double x)
 {
     double e = LYSEP_NAME(exp_neg)(-__builtin_fabs(x));             /* e^{-|x|} in (0, 1] */
-    double inv = 1.0 / (1.0 + e);
-    return x >= 0 ? inv : e * inv;
+    return LYSEP_NAME(sigmoid_from_exp)(x, e);
 }
 
 /* log1p(e) for e in [0, 1]: 2 atanh(s), s = e / (2 + e) in [0, 1/3], by the odd series
@@ -81,24 +95,19 @@ static inline double LYSEP_NAME(log1p_unit)(double e)
     return 2.0 * s * q;
 }
 
-/* softplus(x) = max(x, 0) + log1p(e^{-|x|}) and its derivative sigmoid(x) from the same
- * exponential; e^{-|x|} is taken as 0 below -708 (an absolute error under 3.3e-308). */
+/* softplus(x) = max(x, 0) + log1p(e^{-|x|}), returning also e^{-|x|} for its derivative
+ * sigmoid(x). */
 static inline double LYSEP_NAME(softplus_parts)(double x, double *e_out)
 {
-    double t = -__builtin_fabs(x), e = LYSEP_NAME(exp_neg)(t);
-    e = t < -708.0 ? 0.0 : e;
+    double e = LYSEP_NAME(exp_neg_flushed)(-__builtin_fabs(x));
     *e_out = e;
     return (x > 0 ? x : 0.0) + LYSEP_NAME(log1p_unit)(e);
 }
 
-/* x := exp(x) in place for x <= 0 (max-shifted softmax logits); 0 below -708, where
- * exp is subnormal (an absolute error under 3.3e-308). */
+/* x := exp(x) in place for x <= 0 (max-shifted softmax logits), flushed to 0 below -708. */
 static void LYSEP_NAME(exp_neg_inplace)(ptrdiff_t n, double *x)
 {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        double t = x[i], e = LYSEP_NAME(exp_neg)(t);
-        x[i] = t < -708.0 ? 0.0 : e;
-    }
+    for (ptrdiff_t i = 0; i < n; i++) x[i] = LYSEP_NAME(exp_neg_flushed)(x[i]);
 }
 
 static void LYSEP_NAME(tanh_d)(ptrdiff_t n, const double *z, double *a, double *d)
@@ -131,8 +140,7 @@ static void LYSEP_NAME(softplus_d)(ptrdiff_t n, const double *z, double *a, doub
     if (!d) { for (ptrdiff_t i = 0; i < n; i++) a[i] = LYSEP_NAME(softplus_parts)(z[i], &e); return; }
     for (ptrdiff_t i = 0; i < n; i++) {
         a[i] = LYSEP_NAME(softplus_parts)(z[i], &e);
-        double inv = 1.0 / (1.0 + e);
-        d[i] = z[i] >= 0 ? inv : e * inv;
+        d[i] = LYSEP_NAME(sigmoid_from_exp)(z[i], e);
     }
 }
 
@@ -142,8 +150,7 @@ static void LYSEP_NAME(softplus_f)(ptrdiff_t n, const float *z, float *a, float 
     if (!d) { for (ptrdiff_t i = 0; i < n; i++) a[i] = (float)LYSEP_NAME(softplus_parts)((double)z[i], &e); return; }
     for (ptrdiff_t i = 0; i < n; i++) {
         a[i] = (float)LYSEP_NAME(softplus_parts)((double)z[i], &e);
-        double inv = 1.0 / (1.0 + e);
-        d[i] = (float)(z[i] >= 0 ? inv : e * inv);
+        d[i] = (float)LYSEP_NAME(sigmoid_from_exp)((double)z[i], e);
     }
 }
 
