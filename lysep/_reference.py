@@ -198,11 +198,12 @@ def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, s
 
 def z_hidden_step(Z, A, R, R_next, W_next, Z_next, b_next, kind, omega, omega_next, eta,
                   lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out, A_out, R_out,
-                  R_next_out, work_D, work_grad, work_Zb, work_Rc):
+                  R_next_out, work_D, work_grad, work_Zb, work_Rc, n_threads=1):
     """Backtracking step on a hidden Z: rows f_i = omega ||r_i||^2 + omega_next ||rn_i||^2,
     rn = zb - sigma(z) W_next with zb = Z_next - b_next fixed (paper's (3.12));
     R_next = zb - A W_next.  The outputs are written even when no row moves (the
-    compiled kernel then leaves them: callers ignore them when n_failed == N)."""
+    compiled kernel then leaves them: callers ignore them when n_failed == N).
+    n_threads is the compiled kernel's; the reference runs in one thread."""
     dt = Z.dtype.type
     D = derivative_from_value(A, kind)
     Zb = Z_next - b_next

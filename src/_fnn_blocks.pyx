@@ -12,6 +12,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport fabs
+from cython.parallel cimport prange, threadid
 
 from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather, gram_upper_acc,
                    zgrad_rows, target_rows,
@@ -25,6 +26,23 @@ from libc.math cimport sqrt
 from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
                           TANH, SOFTPLUS)
 from _cross_entropy cimport ce_rows, ce_rows_each
+
+cdef extern from "_forksafe.h" nogil:
+    int lysep_omp_init()
+    int lysep_omp_count(int n)
+    int lysep_omp_threads(int n)
+
+if lysep_omp_init() != 0:
+    raise ImportError("lysep: pthread_atfork failed (cannot guard OpenMP across fork)")
+
+
+def openmp_threads(int n):
+    """The threads a parallel kernel asked for n threads runs on here: n when lysep was
+    built with OpenMP, 1 without it or in a child forked after this process ran a
+    parallel kernel (GNU OpenMP's threads do not survive fork)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return lysep_omp_count(n)
 
 
 # ---------------------------------------------------------------------------
@@ -503,12 +521,19 @@ cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t it
     19x20 sweep took 19% longer), about 256 KB per array and at least 256 rows for
     wider layers (fewer rows made BLAS repack W too often: 0.55 instead of 0.61 of the
     DGEMM rate at 4x512).  A shared step couples all rows: one block of N rows."""
-    cdef Py_ssize_t rows, width = n if n > n2 else n2
+    cdef Py_ssize_t rows, n_blocks, width = n if n > n2 else n2
     if shared:
         return N
     if narrow(n, itemsize) and narrow(n2, itemsize):
         rows = 65536 // <Py_ssize_t>(width * itemsize)
         rows = 8 if rows < 8 else rows
+        # an even number of blocks of equal size (to a row), so that two threads
+        # (z_hidden_step's n_threads) share them evenly; the blocks do not depend on
+        # the thread count, and neither do the results
+        n_blocks = (N + rows - 1) // rows
+        if n_blocks > 1:
+            n_blocks += n_blocks % 2
+            rows = (N + n_blocks - 1) // n_blocks
     else:
         rows = 262144 // <Py_ssize_t>(width * itemsize)
         rows = 256 if rows < 256 else rows
@@ -772,7 +797,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                   int max_backtracks, double shrink, double armijo, double grow, double eta_max,
                   floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
                   floating[:, ::1] R_next_out, floating[:, ::1] work_D,
-                  floating[:, ::1] work_grad, floating[:, ::1] work_Zb, floating[:, ::1] work_Rc):
+                  floating[:, ::1] work_grad, floating[:, ::1] work_Zb, floating[:, ::1] work_Rc,
+                  int n_threads=1):
     """Backtracking gradient step on a hidden pre-activation Z_{l-1} (MATH.md §4 step 3).
 
     Row objective f_i(z) = omega ||r_i||^2 + omega_next ||zb_i - W_next sigma(z)||^2, where
@@ -787,14 +813,18 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     no row moves (n_failed_rows == N: every row gave up or found no step) the rows are
     not copied into the outputs, which then hold no candidate: it would be the current
     value, so the caller keeps that (a frozen layer costs no copy of its arrays).
+    Blocks are independent (per-sample steps): with n_threads > 1 and both widths in
+    the narrow kernels' range (no BLAS call inside a block) up to n_threads OpenMP
+    threads take the blocks, each with its own search state and work arrays (the
+    given ones for the first thread).  The norms are summed per block and then in
+    block order, so the results are the same, bit for bit, for every thread count.
     Returns (||R_out||^2, ||R_next_out||^2, n_failed_rows, n_trials); eta updated in place.
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1]
-    cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
-    cdef int t, n_trials = 0
+    cdef Py_ssize_t i, j, r0, nb, block, n_blocks, blk, n_failed = 0
+    cdef int t, tid, nt, n_trials = 0
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
-    cdef _Search s
     for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
         _check(arr, (N, n), name)
     if A_out is not None:
@@ -803,48 +833,98 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         _check(arr, (N, n2), name)
     _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
     _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
     _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
     _check_work(work_Zb, block, n2, "work_Zb"); _check_work(work_Rc, block, n2, "work_Rc")
-    cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
-                                    shared, _eps(&Z[0, 0]))
+    n_blocks = (N + block - 1) // block
+    nt = 1
+    if narrow(n, sizeof(floating)) and narrow(n2, sizeof(floating)):
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_blocks else n_blocks))
+    # per thread: a search state and, beyond the first thread, its own work arrays
+    # (D, grad: block x n; Zb, Rc: block x n2); per thread too: Zc and the row sums sq
+    cdef Py_ssize_t per = block * (2 * n + 2 * n2)
+    cdef _Search *srch = <_Search *>calloc(nt, sizeof(_Search))
+    cdef floating *extra = <floating *>malloc((nt - 1) * per * sizeof(floating) + 1)
     cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
-    cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
-    cdef double *sq = <double *>malloc(4 * block * sizeof(double))
+    cdef floating *Zc = <floating *>malloc(nt * block * n * sizeof(floating) + 1)
+    cdef double *sq = <double *>malloc(nt * 4 * block * sizeof(double))
     cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
-    if failed or WT == NULL or Zc == NULL or sq == NULL or kept == NULL:
-        free(WT); free(Zc); free(sq); free(kept)
-        _search_free(&s)
+    # per block: the sums of its rows' norms, its count of kept rows, its trial rounds
+    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
+    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
+    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
+    cdef int failed = (srch == NULL or extra == NULL or WT == NULL or Zc == NULL
+                       or sq == NULL or kept == NULL or blk_sum == NULL
+                       or blk_failed == NULL or blk_trials == NULL)
+    if not failed:
+        for tid in range(nt):
+            failed |= _search_alloc(&srch[tid], block, lipschitz, shrink, armijo, grow,
+                                    eta_max, shared, _eps(&Z[0, 0]))
+    if failed:
+        if srch != NULL:
+            for tid in range(nt):
+                _search_free(&srch[tid])
+        free(srch); free(extra); free(WT); free(Zc); free(sq); free(kept)
+        free(blk_sum); free(blk_failed); free(blk_trials)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
+    # the arrays' first elements, read by every thread
+    cdef const floating *pZ = &Z[0, 0]
+    cdef const floating *pA = &A[0, 0]
+    cdef const floating *pR = &R[0, 0]
+    cdef const floating *pRn = &R_next[0, 0]
+    cdef const floating *pZn = &Z_next[0, 0]
+    cdef floating *pZo = &Z_out[0, 0]
+    cdef floating *pRo = &R_out[0, 0]
+    cdef floating *pRno = &R_next_out[0, 0]
+    cdef floating *pD = &work_D[0, 0]
+    cdef floating *pg = &work_grad[0, 0]
+    cdef floating *pZb = &work_Zb[0, 0]
+    cdef floating *pRc = &work_Rc[0, 0]
+    cdef floating *tw
     with nogil:
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
                 WT[j * n + i] = W_next[i, j]
-        r0 = 0
-        while r0 < N:
+        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+            tid = threadid()
+            r0 = blk * block
             nb = block if r0 + block <= N else N - r0
-            t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
-                               &R_next[r0, 0], &Z_next[r0, 0], &b_next[0], &W_next[0, 0],
-                               WT, omega, omega_next,
-                               max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
-                               Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
-                               &R_next_out[r0, 0],
-                               &work_D[0, 0], &work_grad[0, 0], &work_Zb[0, 0],
-                               &work_Rc[0, 0], Zc, sq, r0, kept, &n_failed, &r_sum,
-                               &rn_sum)
-            n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
-            r0 += nb
+            tw = extra + (tid - 1) * per if tid > 0 else extra   # thread tid's work
+            blk_trials[blk] = _z_hidden_rows(
+                &srch[tid], nb, n, n2, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
+                pRn + r0 * n2, pZn + r0 * n2, &b_next[0], &W_next[0, 0], WT, omega,
+                omega_next, max_backtracks, &eta[0 if shared else r0], pZo + r0 * n,
+                NULL if Ao == NULL else Ao + r0 * n, pRo + r0 * n, pRno + r0 * n2,
+                pD if tid == 0 else tw, pg if tid == 0 else tw + block * n,
+                pZb if tid == 0 else tw + 2 * block * n,
+                pRc if tid == 0 else tw + 2 * block * n + block * n2,
+                Zc + tid * block * n, sq + tid * 4 * block, r0, kept + r0,
+                &blk_failed[blk], &blk_sum[2 * blk], &blk_sum[2 * blk + 1])
+        # in block order: the sums, the trial rounds (the most any row took) and the
+        # kept rows (block blk wrote its own at kept[r0:], r0 its first row)
+        for blk in range(n_blocks):
+            r_sum += blk_sum[2 * blk]
+            rn_sum += blk_sum[2 * blk + 1]
+            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
+            r0 = blk * block
+            for j in range(blk_failed[blk]):
+                kept[n_failed + j] = kept[r0 + j]
+            n_failed += blk_failed[blk]
         if n_failed < N:                 # some row moved: the others keep their values
             for j in range(n_failed):
                 i = kept[j]
                 _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0], &Z_out[0, 0], Ao,
                           &R_out[0, 0])
                 memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
-    _search_free(&s)
-    free(WT); free(Zc); free(sq); free(kept)
+    for tid in range(nt):
+        _search_free(&srch[tid])
+    free(srch); free(extra); free(WT); free(Zc); free(sq); free(kept)
+    free(blk_sum); free(blk_failed); free(blk_trials)
     return r_sum, rn_sum, n_failed, n_trials
 
 

@@ -147,17 +147,53 @@ def _z_hidden_problem(N, n, n2, dtype):
     return Z, A, R, Rn, W
 
 
-def _run_z_hidden(backend, Z, A, R, Rn, W, per_sample, work_rows):
-    """One z_hidden_step with fresh outputs and work arrays of `work_rows` rows; returns
-    (its result, the outputs, the step memory)."""
+def _run_z_hidden(backend, Z, A, R, Rn, W, per_sample, work_rows, n_threads=1):
+    """One z_hidden_step with fresh outputs and work arrays of `work_rows` rows (and
+    `n_threads` threads); returns (its result, the outputs, the step memory)."""
     (N, n), n2, dtype = Z.shape, W.shape[1], Z.dtype
     eta = np.ones(N if per_sample else 1)
     outs = [np.zeros((N, n), dtype) for _ in range(3)] + [np.zeros((N, n2), dtype)]
     work = [np.zeros((work_rows, n), dtype), np.zeros((work_rows, n), dtype),
             np.zeros((work_rows, n2), dtype), np.zeros((work_rows, n2), dtype)]
     r = backend.z_hidden_step(Z, A, R, Rn, W, *next_layer(A, Rn, W), 0, 0.7, 0.4, eta, 3.0,
-                              30, 0.5, 1e-4, 2.0, 1e4, *outs, *work)
+                              30, 0.5, 1e-4, 2.0, 1e4, *outs, *work, n_threads)
     return r, outs, eta
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
+@pytest.mark.parametrize("n,n2", [(20, 20), (7, 16), (120, 300)])
+def test_z_hidden_step_is_the_same_on_every_thread_count(per_sample, n, n2, dtype):
+    """The row blocks run on OpenMP threads (narrow layers, per-sample steps): the
+    outputs, norms, counts and step memory are those of one thread, bit for bit, and
+    match the reference; wide layers and shared steps stay on one thread."""
+    block = _fnn_blocks.z_hidden_work_rows(10**6, n, n2, np.dtype(dtype).itemsize, False)
+    N = 5 * block + 3
+    Z, A, R, Rn, W = _z_hidden_problem(N, n, n2, dtype)
+    R[::7] = 0.0                         # rows that give up (kept) in several blocks
+    Rn[::7] = 0.0
+    work = _fnn_blocks.z_hidden_work_rows(N, n, n2, np.dtype(dtype).itemsize, not per_sample)
+    one = _run_z_hidden(_fnn_blocks, Z, A, R, Rn, W, per_sample, work)
+    if per_sample:
+        assert 0 < one[0][2] < N         # some rows kept, some moved
+    for n_threads in (2, 3, 8):
+        many = _run_z_hidden(_fnn_blocks, Z, A, R, Rn, W, per_sample, work, n_threads)
+        assert many[0] == one[0]
+        for a, b in zip(many[1], one[1]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(many[2], one[2])
+    ref = _run_z_hidden(_reference, Z, A, R, Rn, W, per_sample, work)
+    close(one[0][:2], ref[0][:2], dtype, scale=ref[0][0])
+    assert one[0][2:] == ref[0][2:]
+    for a, b in zip(one[1], ref[1]):
+        close(a, b, dtype)
+
+
+def test_z_hidden_step_refuses_no_threads():
+    Z, A, R, Rn, W = _z_hidden_problem(50, 4, 4, np.float64)
+    with pytest.raises(ValueError, match="n_threads"):
+        _run_z_hidden(_fnn_blocks, Z, A, R, Rn, W, True, 50, 0)
+    with pytest.raises(ValueError, match="n must be"):
+        _fnn_blocks.openmp_threads(0)
 
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
