@@ -12,7 +12,7 @@ from ._activations import ACTIVATION_CODES
 from ._base import BaseEstimator, ClassifierMixin
 from ._cnn_sweep import CNN_BACKENDS, Architecture, CNNForward, CNNGDState, CNNLySepState
 from ._sweep import RIDGE_FALLBACKS, LineSearch
-from ._threads import blas_threads
+from ._threads import blas_threads, kernel_threads
 from ._training import (BatchStream, Progress, StopRule, begin_fit, feature_names,
                         stratified_split, warn_interrupted, warn_stop)
 from ._validation import (check_choice, check_dtype, check_image_rows, check_int,
@@ -146,6 +146,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         validation_score (None elsewhere).  Returning True stops training.
     n_threads : int, default=1
         BLAS threads while fitting and predicting; -1 leaves BLAS at its default.
+        With ``solver="lysep"`` also the threads that share the rows of the dense
+        hidden Z steps between narrow layers (see FNNClassifier), whose results do
+        not depend on it, bit for bit.
     backend : {"compiled", "reference"}, default="compiled"
 
     Attributes
@@ -327,7 +330,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                               self.learning_rate_init)
         return CNNLySepState(backend, arch, Xb, yb, weights, biases, self.activation,
                              self.penalty_scale, per_sample=self.z_step == "per_sample",
-                             search=LineSearch(), ridge_fallback=self.ridge_fallback)
+                             search=LineSearch(), ridge_fallback=self.ridge_fallback,
+                             n_threads=kernel_threads(self.n_threads))
 
     def _settings(self, X):
         """What a kept batch state depends on besides its data and parameters."""
@@ -349,6 +353,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         same = (np.array_equal(state.X, X[stream.last]) and np.array_equal(state.y, y[stream.last])
                 and all(np.array_equal(a, c) for a, c in
                         zip(state.W + state.b, self.coefs_ + self.intercepts_)))
+        if same and isinstance(state, CNNLySepState):
+            state.n_threads = kernel_threads(self.n_threads)   # results do not depend on it
         return stream, state if same else None
 
     def _train(self, backend, X, y, weights, biases, rng, continuing, validation):

@@ -210,12 +210,13 @@ class CNNLySepState(LySepState):
     """
 
     def __init__(self, backend, arch, X, y, weights, biases, activation, penalty_scale,
-                 per_sample=True, search=LineSearch(), ridge_fallback="closest"):
+                 per_sample=True, search=LineSearch(), ridge_fallback="closest", n_threads=1):
         if not arch.hidden:
             raise ValueError("LySep-CNN needs at least one hidden dense layer")
         self.arch, self.Lc = arch, arch.n_conv
         super().__init__(backend, X, y, weights, biases, activation, penalty_scale,
-                         per_sample=per_sample, search=search, ridge_fallback=ridge_fallback)
+                         per_sample=per_sample, search=search, ridge_fallback=ridge_fallback,
+                         n_threads=n_threads)
         self.V2 = [np.empty_like(v) for v in self.V]
         self.arg2 = [None if a is None else np.empty_like(a) for a in self.arg]
 

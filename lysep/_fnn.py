@@ -12,7 +12,7 @@ from ._activations import ACTIVATION_CODES
 from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
 from ._sweep import RIDGE_FALLBACKS, Forward, GDState, LineSearch, LySepState
-from ._threads import blas_threads
+from ._threads import blas_threads, kernel_threads
 from ._training import (Progress, StopRule, begin_fit, feature_names, stratified_split,
                         warn_interrupted, warn_stop)
 from ._validation import (check_choice, check_dtype, check_feature_scale, check_int,
@@ -152,9 +152,13 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         per-block seconds); returning True stops training.
     n_threads : int, default=1
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own
-        default (all cores).  One thread is fastest for narrow layers and safe when
-        several fits run in parallel processes; raise it for layers of several
-        hundred units.
+        default (all cores).  One BLAS thread is fastest for narrow layers and safe
+        when several fits run in parallel processes; raise it for layers of several
+        hundred units.  With ``solver="lysep"`` it is also the number of threads that
+        share the rows of the hidden Z steps between narrow layers (widths of at most
+        five SIMD vectors: 20 float64 or 40 float32 units on AVX2, twice that on
+        AVX-512; -1: every core), which do not call BLAS; their results do not
+        depend on it, bit for bit.
     backend : {"compiled", "reference"}, default="compiled"
         The compiled kernels or the NumPy reference (slow; for testing).
 
@@ -286,13 +290,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 and old.low_memory == bool(self.low_memory)
                 and old.ridge_fallback == self.ridge_fallback
                 and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
+            old.n_threads = kernel_threads(self.n_threads)   # results do not depend on it
             return old      # resume Z, step sizes and J exactly (not after early stopping
             #                 gave coefs_ the best validation weights instead of the last)
         try:
             state = LySepState(backend, X, y, weights, biases, self.activation,
                                self.penalty_scale, per_sample=self.z_step == "per_sample",
                                search=LineSearch(), low_memory=self.low_memory,
-                               ridge_fallback=self.ridge_fallback)
+                               ridge_fallback=self.ridge_fallback,
+                               n_threads=kernel_threads(self.n_threads))
         except MemoryError:
             raise MemoryError(_memory_message(X, weights, self.low_memory)) from None
         # blocks late in training decrease J by ~1e-4..1e-6 of J: a floor above that

@@ -6,6 +6,7 @@ Notation: hidden layers i = 0..m-1 hold Z[i], A[i] = sigma(Z[i]) and the residua
 R[i] = Z[i] - A[i-1] W[i] - b[i] (A[-1] = X); W[m], b[m] is the output layer.
 """
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -233,6 +234,11 @@ class LySepState:
     ``weights`` and ``biases`` are lists of arrays owned by the caller; the state
     replaces their entries (never mutates them half-way) when a block is accepted.
 
+    ``n_threads``: threads of the compiled hidden Z blocks between narrow layers,
+    not in low_memory mode (their blocks of rows are independent; the results do
+    not depend on the count).  BLAS threads are set by
+    the caller (``lysep._threads.blas_threads``).
+
     ``low_memory``: store the Z[i] and nothing else of their size but one candidate
     (MATH.md §4 "Memory"): every block recomputes the residuals and activations it
     reads, a block of rows at a time, from the Z (about 1.25 m N n numbers instead of
@@ -248,7 +254,10 @@ class LySepState:
 
     def __init__(self, backend, X, y, weights, biases, activation, penalty_scale,
                  per_sample=True, search=LineSearch(), low_memory=False,
-                 ridge_fallback="closest"):
+                 ridge_fallback="closest", n_threads=1):
+        if not (isinstance(n_threads, numbers.Integral) and n_threads >= 1):
+            raise ValueError(f"n_threads must be an integer >= 1, got {n_threads!r}")
+        self.n_threads = int(n_threads)
         self.ridge_fallback = check_choice(ridge_fallback, "ridge_fallback", RIDGE_FALLBACKS)
         self.k, self.X, self.y = backend, X, y
         self.low_memory = bool(low_memory)
@@ -555,7 +564,7 @@ class LySepState:
                 self.eta_z[j], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo, sr.grow,
                 sr.eta_max, self.Z2[j], self._candidate_activation(j), self.R2[j],
                 self.R2[i], self.ws("D", (rows, n)), self.ws("grad", (rows, n)),
-                self.ws("Zb", (rows, n2)), self.ws("Rc", (rows, n2)))
+                self.ws("Zb", (rows, n2)), self.ws("Rc", (rows, n2)), self.n_threads)
             self._forget_activation(j)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials

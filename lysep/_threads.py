@@ -11,6 +11,7 @@ That keeps two fits running in two Python threads at the same thread count, henc
 bit-identical to the same fits run one after the other.
 """
 import contextlib
+import os
 import threading
 
 _lock = threading.Lock()
@@ -40,6 +41,17 @@ def blas_threads(n_threads):
             if _active["depth"] == 0:
                 _active["limiter"].restore_original_limits()
                 _active["limiter"] = None
+
+
+def kernel_threads(n_threads):
+    """Threads for lysep's own parallel kernels (the hidden Z blocks' rows): the
+    estimators' n_threads, with None or -1 meaning every core this process may use."""
+    if n_threads is None or n_threads == -1:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:             # no sched_getaffinity (macOS)
+            return os.cpu_count() or 1
+    return int(n_threads)
 
 
 # OpenBLAS's names of the kernel sets that use AVX-512 (threadpoolctl's "architecture")

@@ -1,0 +1,68 @@
+"""The hidden Z steps' row blocks on several OpenMP threads (n_threads): the same
+results, bit for bit, as on one thread, and no hang in a child forked after the
+parent ran them (GNU OpenMP's threads do not survive fork)."""
+import multiprocessing
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from lysep import CNNClassifier, FNNClassifier, _fnn_blocks
+from lysep._backend import COMPILED
+from lysep._sweep import LySepState
+
+from conftest import assert_same_fit, image_data, make_problem
+
+
+def _sweeps(n_threads, n_sweeps=6, dtype=np.float64):
+    """J after each of a few sweeps of a narrow deep network, and its last Z."""
+    X, y, W, b = make_problem(N=1500, d=6, K=3, hidden=(12,) * 5, dtype=dtype, seed=3)
+    with threadpool_limits(1):
+        state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_threads)
+        J = []
+        for _ in range(n_sweeps):
+            state.sweep()
+            J.append(state.J)
+    return J, [z.copy() for z in state.Z]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sweeps_are_the_same_on_two_threads(dtype):
+    J1, Z1 = _sweeps(1, dtype=dtype)
+    J2, Z2 = _sweeps(2, dtype=dtype)
+    assert J1 == J2
+    assert J1[-1] < J1[0]
+    for a, b in zip(Z1, Z2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_refuses_no_threads():
+    X, y, W, b = make_problem()
+    with pytest.raises(ValueError, match="n_threads"):
+        LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=0)
+
+
+def test_estimators_fit_the_same_on_every_thread_count():
+    X, y, _, _ = make_problem(N=1200, d=6, K=3, seed=4)
+    fits = [FNNClassifier(hidden_layer_sizes=(12,) * 4, max_iter=8, tol=0, random_state=0,
+                          n_threads=t).fit(X, y) for t in (1, 2, -1)]
+    assert_same_fit(fits[0], fits[1])
+    assert_same_fit(fits[0], fits[2])
+    Xi, yi = image_data(n=600, H=8)
+    cnns = [CNNClassifier(conv_channels=(2,), hidden_layer_sizes=(10, 10), max_iter=4, tol=0,
+                          random_state=0, n_threads=t).fit(Xi, yi) for t in (1, 2)]
+    assert_same_fit(*cnns)
+
+
+def _child():
+    """In a forked child: the threads a kernel would get, and the sweeps on two."""
+    return _fnn_blocks.openmp_threads(2), _sweeps(2, n_sweeps=3)[0]
+
+
+def test_a_child_forked_after_parallel_steps_finishes():
+    J, _ = _sweeps(2, n_sweeps=3)       # this process has now run parallel regions
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        threads, J_child = pool.apply_async(_child).get(timeout=120)
+    assert J_child == J
+    assert threads == 1                  # the child stays on one thread
