@@ -86,10 +86,15 @@ def _sweep_section(rec):
            "memory, see `bench/flops.py`); the work-normalised ratio divides each backend's time by "
            "its own model flops, removing differences in line-search work. *Low-memory*: the compiled "
            "sweep with `low_memory=True` (residuals recomputed, see (e)) timed in the same rounds, and "
-           "its time over the default compiled sweep's.", "",
+           "its time over the default compiled sweep's. *2 Z threads*: the compiled sweep with "
+           "`n_threads=2` for its Z steps (BLAS still on one thread; the same results bit for "
+           "bit) timed in the same rounds, and the one-thread sweep's time over its time "
+           "(where lysep was built with OpenMP and the layers are narrow; else no row blocks "
+           "run in parallel).", "",
            "| size | N | warm-up + timed sweeps | reference | compiled | ratio (median) | per-round ratios | "
-           "work-normalised | rows/sample ref / compiled | target | low-memory | low-memory / default |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "work-normalised | rows/sample ref / compiled | target | low-memory | low-memory / default | "
+           "2 Z threads | 1 thread / 2 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     goals = {"small": 5, "medium": 2, "large": 1.5}
     for key in ("small", "medium", "large"):
         r = sw.get(key)
@@ -103,7 +108,9 @@ def _sweep_section(rec):
                    f"**{r['speedup_median']:.2f}x** | {pr} | {_f(r['speedup_work_normalised_median'])}x | "
                    f"{rps('reference')} / {rps('compiled')} | >= {goals[key]}x | "
                    f"{_ms(r.get('compiled_low_memory_seconds_median'))} ms | "
-                   f"{_f(r.get('low_memory_over_default_median'))}x |")
+                   f"{_f(r.get('low_memory_over_default_median'))}x | "
+                   f"{_ms(r.get('compiled_2_threads_seconds_median'))} ms | "
+                   f"{_f(r.get('one_over_two_threads_median'))}x |")
     if rec.get("quick"):
         out += ["", f"*--quick*: medium and large use N = {sw['medium']['N']:,} and {sw['large']['N']:,} "
                 "instead of 20,000 and 50,000, and fewer sweeps."]

@@ -21,11 +21,12 @@ def _data(N):
     return circle(N, random_state=0)
 
 
-def _state(backend, X, y, sizes, dtype, low_memory=False):
+def _state(backend, X, y, sizes, dtype, low_memory=False, n_threads=1):
     from lysep._fnn import init_parameters
     from lysep._sweep import LySepState
     W, b = init_parameters(sizes, np.random.default_rng(0), dtype)
-    return LySepState(backend, X.astype(dtype), y, W, b, "tanh", 0.01, low_memory=low_memory)
+    return LySepState(backend, X.astype(dtype), y, W, b, "tanh", 0.01, low_memory=low_memory,
+                      n_threads=n_threads)
 
 
 def gemm_task(S, dtype):
@@ -96,16 +97,22 @@ def _interleave_states(states, sizes, extra_tasks, rounds, warmup, log):
 def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
     """(a) and (c): compiled vs reference LySep sweep, interleaved with a DGEMM and with
     the compiled low-memory sweep (timed only: the FLOP model counts the default's
-    products, and the low-memory sweep recomputes residuals on top of them)."""
+    products, and the low-memory sweep recomputes residuals on top of them) and, where
+    lysep has OpenMP, the compiled sweep with its Z steps on two threads (BLAS stays on
+    the caller's count; the same results, so the same work)."""
+    from lysep import _fnn_blocks
     from lysep._backend import COMPILED, REFERENCE
     X, y = _data(N)
     states = {"reference": _state(REFERENCE, X, y, sizes, np.float64),
               "compiled": _state(COMPILED, X, y, sizes, np.float64)}
     lean = _state(COMPILED, X, y, sizes, np.float64, low_memory=True)
-    times, work, out = _interleave_states(
-        states, sizes, {"dgemm": gemm_task(gemm_size, np.float64),
-                        "compiled_low_memory": lean.sweep}, rounds, warmup, log)
+    extra = {"dgemm": gemm_task(gemm_size, np.float64), "compiled_low_memory": lean.sweep}
+    two = _fnn_blocks.openmp_threads(2) == 2
+    if two:
+        extra["compiled_2_threads"] = _state(COMPILED, X, y, sizes, np.float64, n_threads=2).sweep
+    times, work, out = _interleave_states(states, sizes, extra, rounds, warmup, log)
     lean_ratio, _ = ratios(times["compiled_low_memory"], times["compiled"])
+    two_ratio = ratios(times["compiled"], times["compiled_2_threads"])[0] if two else None
     ratio, per_round = ratios(times["reference"], times["compiled"])
     norm = [(tr / wr["flops"]) / (tc / wc["flops"]) for tr, wr, tc, wc in
             zip(times["reference"], work["reference"], times["compiled"], work["compiled"])]
@@ -122,8 +129,10 @@ def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
         "compiled_fraction_of_dgemm_per_round": frac,
         "compiled_low_memory_seconds_median": median(times["compiled_low_memory"]),
         "low_memory_over_default_median": lean_ratio,
+        "compiled_2_threads_seconds_median": median(times["compiled_2_threads"]) if two else None,
+        "one_over_two_threads_median": two_ratio,
     }
-    del states, lean
+    del states, lean, extra
     free()
     return res
 
