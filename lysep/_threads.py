@@ -43,14 +43,19 @@ def blas_threads(n_threads):
                 _active["limiter"] = None
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:             # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def kernel_threads(n_threads):
     """Threads for lysep's own parallel kernels (the hidden Z blocks' rows): the
-    estimators' n_threads, with None or -1 meaning every core this process may use."""
+    estimators' n_threads, with None or -1 meaning every usable core."""
     if n_threads is None or n_threads == -1:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:             # no sched_getaffinity (macOS)
-            return os.cpu_count() or 1
+        return usable_cores()
     return int(n_threads)
 
 

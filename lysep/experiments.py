@@ -52,6 +52,7 @@ import numpy as np
 
 from . import __version__
 from ._fnn import FNNClassifier
+from ._threads import usable_cores
 from .datasets import INTERFACE_TIMES, allen_cahn_field, allen_cahn_grid, allen_cahn_interface, \
     circle
 from .exceptions import ConvergenceWarning
@@ -477,13 +478,6 @@ def _run_pool(pending, n_jobs, progress):
         raise
     pool.shutdown()
     return records
-
-
-def default_jobs():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # -- learning-rate tuning --------------------------------------------------------------
@@ -955,7 +949,7 @@ def reproduce(experiment, *, out=None, n_jobs=None, n_seeds=None, quick=False,
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     if not table_only:
         info = _train_grid(make_grid(experiment, quick=quick, n_seeds=n_seeds, data=data), out,
-                           n_jobs or default_jobs(), info)
+                           n_jobs or usable_cores(), info)
         _write_json(info_path, info)
     records = [r for r in load_records(out) if r["config"]["experiment"] == experiment]
     if not records:
@@ -1033,7 +1027,7 @@ def demo(quick=False, n_jobs=None):
     print(f"Deep circle problem: 19 hidden tanh layers of width 20, {grid.n_train} training / "
           f"{grid.n_test} test samples, seed 0{' (--quick: short budgets)' if quick else ''}",
           flush=True)
-    n_jobs = min(n_jobs or default_jobs(), len(specs))
+    n_jobs = min(n_jobs or usable_cores(), len(specs))
     results = []
     if n_jobs > 1:
         with ProcessPoolExecutor(max_workers=n_jobs, initializer=_ignore_sigint) as pool:
