@@ -11,17 +11,20 @@ from lysep import CNNClassifier, FNNClassifier, _fnn_blocks
 from lysep._backend import COMPILED
 from lysep._sweep import LySepState
 
-from conftest import assert_same_fit, image_data, make_problem
+from conftest import assert_same_fit, image_data, make_problem, true_loss
 
 
 def _sweeps(n_threads, n_sweeps=6, dtype=np.float64):
-    """J after each of a few sweeps of a narrow deep network, and its last Z."""
+    """J after each of a few sweeps of a narrow deep network, and its last Z; checks
+    MATH.md's guarantees (J monotone, loss <= C J) at every sweep."""
     X, y, W, b = make_problem(N=1500, d=6, K=3, hidden=(12,) * 5, dtype=dtype, seed=3)
     with threadpool_limits(1):
         state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_threads)
-        J = []
+        J, C = [state.J], state.bound_constant()
         for _ in range(n_sweeps):
             state.sweep()
+            assert state.J <= J[-1]
+            assert true_loss(X, y, state.W, state.b, "tanh") <= C * state.J
             J.append(state.J)
     return J, [z.copy() for z in state.Z]
 
