@@ -15,16 +15,12 @@ from libc.math cimport fabs
 
 from _blas cimport gemm
 from _ridge cimport solve_right_spd
+from _checks cimport check1, check2, check4, check_rows
 from _elementwise cimport act_forward, act_derivative_from_value
 
 import numpy as np
 
 from lysep._conv import im2col
-
-
-def _check(arr, shape, name):
-    if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
 
 
 cdef inline double _ssq(Py_ssize_t n, const floating *x) noexcept nogil:
@@ -52,9 +48,9 @@ def ridge_solve(const floating[:, ::1] gram, const floating[:, ::1] rhs, double 
     """
     cdef Py_ssize_t n = gram.shape[0], n_out = rhs.shape[1], i, j
     cdef int status = 0
-    _check(gram, (n, n), "gram"); _check(rhs, (n, n_out), "rhs")
-    _check(W_out, (n, n_out), "W_out")
-    _check(work_gram, (n, n), "work_gram"); _check(work_gram2, (n, n), "work_gram2")
+    check2("gram", gram.shape, n, n); check2("rhs", rhs.shape, n, n_out)
+    check2("W_out", W_out.shape, n, n_out)
+    check2("work_gram", work_gram.shape, n, n); check2("work_gram2", work_gram2.shape, n, n)
     if n == 0 or n_out == 0:
         raise ValueError("ridge_solve needs a non-empty system")
     cdef floating *G = &work_gram[0, 0]
@@ -79,8 +75,8 @@ def conv_weight_grad(const floating[:, :, :, ::1] U, const floating[:, :, :, ::1
     cdef Py_ssize_t N = U.shape[0], C = U.shape[3], Co = dZ.shape[3]
     cdef Py_ssize_t Ho = dZ.shape[1], Wo = dZ.shape[2], P = Ho * Wo, KK = k * k * C
     cdef Py_ssize_t n0, n1, r, c
-    _check(dZ, (N, Ho, Wo, Co), "dZ"); _check(grad_K_out, (KK, Co), "grad_K_out")
-    _check(grad_b_out, (Co,), "grad_b_out")
+    check4("dZ", dZ.shape, N, Ho, Wo, Co); check2("grad_K_out", grad_K_out.shape, KK, Co)
+    check1("grad_b_out", grad_b_out.shape, Co)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     chunk = min(chunk, max(N, 1))
@@ -114,8 +110,8 @@ def conv_z_gradient(const floating[:, ::1] R, const floating[:, ::1] A,
     """grad_out := 2 omega R - 2 omega_next sigma'(Z) * back, with sigma' taken from
     A = sigma(Z) and back = pool^T(C_next^T R_next); gsq_out[i] := ||grad_out[i]||^2."""
     cdef Py_ssize_t N = R.shape[0], n = R.shape[1], i, j
-    _check(A, (N, n), "A"); _check(back, (N, n), "back"); _check(grad_out, (N, n), "grad_out")
-    _check(gsq_out, (N,), "gsq_out")
+    check2("A", A.shape, N, n); check2("back", back.shape, N, n); check2("grad_out", grad_out.shape, N, n)
+    check1("gsq_out", gsq_out.shape, N)
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
     cdef floating *g
     if N == 0 or n == 0:
@@ -137,10 +133,9 @@ def z_trial_rows(const floating[:, ::1] Z, const floating[:, ::1] R,
     Rc_out[a] := R[i] + (Zc_out[a] - Z[i]), Ac_out[a] := sigma(Zc_out[a]),
     rsq_out[a] := ||Rc_out[a]||^2.  Compact outputs: one row per searching sample."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], na = rows.shape[0], a, i, j
-    _check(R, (N, n), "R"); _check(grad, (N, n), "grad"); _check(step, (N,), "step")
-    for arr, name in ((Zc_out, "Zc_out"), (Rc_out, "Rc_out"), (Ac_out, "Ac_out")):
-        if arr.shape[0] < na or arr.shape[1] != n:
-            raise ValueError(f"{name} has shape {tuple(arr.shape)}, needs ({na}, {n})")
+    check2("R", R.shape, N, n); check2("grad", grad.shape, N, n); check1("step", step.shape, N)
+    check_rows("Zc_out", Zc_out.shape, na, n); check_rows("Rc_out", Rc_out.shape, na, n)
+    check_rows("Ac_out", Ac_out.shape, na, n)
     if rsq_out.shape[0] < na:
         raise ValueError("rsq_out is too short")
     for a in range(na):
@@ -185,7 +180,7 @@ def residual_rows(const floating[:, ::1] Z, const Py_ssize_t[::1] rows,
 def row_sq_norms(const floating[:, ::1] M, double[::1] out):
     """out[i] := ||M[i]||^2 accumulated in double."""
     cdef Py_ssize_t N = M.shape[0], n = M.shape[1], i
-    _check(out, (N,), "out")
+    check1("out", out.shape, N)
     if n == 0:
         out[:] = 0
         return

@@ -30,6 +30,7 @@ from libc.stdint cimport int64_t
 from libc.limits cimport INT_MAX
 from cython cimport floating
 from _blas cimport gemm as _gemm, gram_upper_acc
+from _checks cimport check1, check2, check4
 
 import numpy as np
 
@@ -60,12 +61,6 @@ cdef int _check_geometry(Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad) except
 cdef int _check_int(Py_ssize_t v, str what) except -1:
     if v > INT_MAX:
         raise ValueError(f"{what}={v} exceeds the BLAS int range; use a smaller chunk")
-    return 0
-
-
-cdef int _check_shape(tuple got, tuple want, str name) except -1:
-    if got != want:
-        raise ValueError(f"{name} has shape {got}, expected {want}")
     return 0
 
 
@@ -158,7 +153,7 @@ def im2col(const floating[:, :, :, ::1] U, Py_ssize_t k, Py_ssize_t stride,
     cdef Py_ssize_t a = n_start, b = N if n_stop is None else n_stop
     if not (0 <= a <= b <= N):
         raise ValueError(f"n_start={a}, n_stop={b} must satisfy 0 <= n_start <= n_stop <= N={N}")
-    _check_shape((Phi_out.shape[0], Phi_out.shape[1]), ((b - a) * Ho * Wo, k * k * C), "Phi_out")
+    check2("Phi_out", Phi_out.shape, (b - a) * Ho * Wo, k * k * C)
     if b == a or k * k * C == 0:
         return
     with nogil:
@@ -177,7 +172,7 @@ def col2im(const floating[:, ::1] dPhi, Py_ssize_t k, Py_ssize_t stride,
     cdef Py_ssize_t a = n_start, b = N if n_stop is None else n_stop
     if not (0 <= a <= b <= N):
         raise ValueError(f"n_start={a}, n_stop={b} must satisfy 0 <= n_start <= n_stop <= N={N}")
-    _check_shape((dPhi.shape[0], dPhi.shape[1]), ((b - a) * Ho * Wo, k * k * C), "dPhi")
+    check2("dPhi", dPhi.shape, (b - a) * Ho * Wo, k * k * C)
     if b == a or k * k * C == 0:
         return
     with nogil:
@@ -194,9 +189,9 @@ def conv_forward(const floating[:, :, :, ::1] U, const floating[:, ::1] Kmat,
     cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "U height")
     cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "U width")
     cdef Py_ssize_t KK = k * k * C, Co = Kmat.shape[1]
-    _check_shape((Kmat.shape[0], Kmat.shape[1]), (KK, Co), "Kmat")
-    _check_shape((bias.shape[0],), (Co,), "bias")
-    _check_shape((Z_out.shape[0], Z_out.shape[1], Z_out.shape[2], Z_out.shape[3]), (N, Ho, Wo, Co), "Z_out")
+    check2("Kmat", Kmat.shape, KK, Co)
+    check1("bias", bias.shape, Co)
+    check4("Z_out", Z_out.shape, N, Ho, Wo, Co)
     chunk = _check_chunk(chunk, N)
     cdef Py_ssize_t P = Ho * Wo
     _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
@@ -234,8 +229,8 @@ def conv_transpose(const floating[:, :, :, ::1] dZ, const floating[:, ::1] Kmat,
     cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "dU_out height")
     cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "dU_out width")
     cdef Py_ssize_t KK = k * k * C, Co = dZ.shape[3]
-    _check_shape((dZ.shape[0], dZ.shape[1], dZ.shape[2], dZ.shape[3]), (N, Ho, Wo, Co), "dZ")
-    _check_shape((Kmat.shape[0], Kmat.shape[1]), (KK, Co), "Kmat")
+    check4("dZ", dZ.shape, N, Ho, Wo, Co)
+    check2("Kmat", Kmat.shape, KK, Co)
     chunk = _check_chunk(chunk, N)
     cdef Py_ssize_t P = Ho * Wo
     _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
@@ -272,9 +267,9 @@ def conv_gram(const floating[:, :, :, ::1] U, const floating[:, :, :, ::1] Zb,
     cdef Py_ssize_t Ho = _out_size(H, k, stride, pad, "U height")
     cdef Py_ssize_t Wo = _out_size(W, k, stride, pad, "U width")
     cdef Py_ssize_t KK = k * k * C, Co = Zb.shape[3]
-    _check_shape((Zb.shape[0], Zb.shape[1], Zb.shape[2], Zb.shape[3]), (N, Ho, Wo, Co), "Zb")
-    _check_shape((G_out.shape[0], G_out.shape[1]), (KK, KK), "G_out")
-    _check_shape((RHS_out.shape[0], RHS_out.shape[1]), (KK, Co), "RHS_out")
+    check4("Zb", Zb.shape, N, Ho, Wo, Co)
+    check2("G_out", G_out.shape, KK, KK)
+    check2("RHS_out", RHS_out.shape, KK, Co)
     chunk = _check_chunk(chunk, N)
     cdef Py_ssize_t P = Ho * Wo
     _check_int(chunk * P, "chunk*Ho*Wo"); _check_int(KK, "k*k*C_in"); _check_int(Co, "C_out")
@@ -330,7 +325,7 @@ def avgpool(const floating[:, :, :, ::1] U, Py_ssize_t q, floating[:, :, :, ::1]
     if H % q or W % q:
         raise ValueError(f"U spatial shape ({H}, {W}) is not divisible by q={q}")
     cdef Py_ssize_t Ho = H // q, Wo = W // q
-    _check_shape((V_out.shape[0], V_out.shape[1], V_out.shape[2], V_out.shape[3]), (N, Ho, Wo, C), "V_out")
+    check4("V_out", V_out.shape, N, Ho, Wo, C)
     cdef Py_ssize_t n, i, j, di, dj, c
     cdef floating inv = <floating>1.0 / <floating>(q * q)
     cdef const floating* src
@@ -362,7 +357,7 @@ def avgpool_adjoint(const floating[:, :, :, ::1] dV, Py_ssize_t q,
     if H % q or W % q:
         raise ValueError(f"dU_out spatial shape ({H}, {W}) is not divisible by q={q}")
     cdef Py_ssize_t Ho = H // q, Wo = W // q
-    _check_shape((dV.shape[0], dV.shape[1], dV.shape[2], dV.shape[3]), (N, Ho, Wo, C), "dV")
+    check4("dV", dV.shape, N, Ho, Wo, C)
     cdef Py_ssize_t n, i, j, di, dj, c
     cdef floating inv = <floating>1.0 / <floating>(q * q)
     cdef const floating* src
@@ -390,8 +385,8 @@ def maxpool(const floating[:, :, :, ::1] U, Py_ssize_t q, floating[:, :, :, ::1]
     if H % q or W % q:
         raise ValueError(f"U spatial shape ({H}, {W}) is not divisible by q={q}")
     cdef Py_ssize_t Ho = H // q, Wo = W // q
-    _check_shape((V_out.shape[0], V_out.shape[1], V_out.shape[2], V_out.shape[3]), (N, Ho, Wo, C), "V_out")
-    _check_shape((argmax_out.shape[0], argmax_out.shape[1], argmax_out.shape[2], argmax_out.shape[3]), (N, Ho, Wo, C), "argmax_out")
+    check4("V_out", V_out.shape, N, Ho, Wo, C)
+    check4("argmax_out", argmax_out.shape, N, Ho, Wo, C)
     cdef Py_ssize_t n, i, j, di, dj, c
     cdef const floating* src
     cdef floating* dst
@@ -429,8 +424,8 @@ def maxpool_adjoint(const floating[:, :, :, ::1] dV, const int64_t[:, :, :, ::1]
         raise ValueError(
             f"dU_out spatial shape ({H}, {W}) is not a q-multiple of dV's ({Ho}, {Wo})")
     cdef Py_ssize_t q = H // Ho
-    _check_shape((dV.shape[0], dV.shape[1], dV.shape[2], dV.shape[3]), (N, Ho, Wo, C), "dV")
-    _check_shape((argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3]), (N, Ho, Wo, C), "argmax")
+    check4("dV", dV.shape, N, Ho, Wo, C)
+    check4("argmax", argmax.shape, N, Ho, Wo, C)
     cdef Py_ssize_t n, i, j, c, qq = q * q
     cdef int64_t a
     cdef int64_t bad = 0

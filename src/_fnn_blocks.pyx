@@ -22,6 +22,7 @@ from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather
                    lysep_gram_acc_d, lysep_gram_acc_f, lysep_zgrad_rows_d, lysep_zgrad_rows_f,
                    lysep_target_rows_d, lysep_target_rows_f)
 from _ridge cimport solve_right_spd
+from _checks cimport check1, check2, check4, check_rows
 from libc.math cimport sqrt
 from _elementwise cimport (act_forward, act_derivative_from_value, act_derivative_times,
                           TANH, SOFTPLUS)
@@ -74,7 +75,7 @@ cdef double *_colsum_start(double[:, ::1] colsum_out, Py_ssize_t n) except? NULL
     None)."""
     if colsum_out is None:
         return NULL
-    _check(colsum_out, (2, n), "colsum_out")
+    check2("colsum_out", colsum_out.shape, 2, n)
     if n == 0:
         return NULL
     memset(&colsum_out[0, 0], 0, 2 * n * sizeof(double))
@@ -124,18 +125,13 @@ cdef inline Py_ssize_t _layer_block(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_
     return rows if rows < N else (N if N > 0 else 1)
 
 
-def _check(arr, shape, name):
-    if tuple(arr.shape[:len(shape)]) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(arr.shape[:len(shape)])}, expected {tuple(shape)}")
-
-
 # ---------------------------------------------------------------------------
 # forward pieces
 def affine(const floating[:, ::1] A, const floating[:, ::1] W, const floating[::1] b,
            floating[:, ::1] Z_out):
     """Z_out := A W + b  (one layer of the true network, MATH.md §1)."""
     cdef Py_ssize_t N = A.shape[0], n_in = A.shape[1], n_out = W.shape[1]
-    _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(Z_out, (N, n_out), "Z_out")
+    check2("W", W.shape, n_in, n_out); check1("b", b.shape, n_out); check2("Z_out", Z_out.shape, N, n_out)
     if N == 0 or n_out == 0:
         return
     with nogil:
@@ -172,10 +168,10 @@ def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
     time, the activation reading the product while it is in cache."""
     cdef Py_ssize_t N = A_prev.shape[0], n_in = A_prev.shape[1], n_out = W.shape[1]
     cdef int failed
-    _check(W, (n_in, n_out), "W"); _check(b, (n_out,), "b"); _check(A_out, (N, n_out), "A_out")
+    check2("W", W.shape, n_in, n_out); check1("b", b.shape, n_out); check2("A_out", A_out.shape, N, n_out)
     cdef bint keep_z = Z_out is not None
     if keep_z:
-        _check(Z_out, (N, n_out), "Z_out")
+        check2("Z_out", Z_out.shape, N, n_out)
     if N == 0 or n_out == 0:
         return
     with nogil:
@@ -252,7 +248,7 @@ def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
             raise MemoryError()
         _network_arrays(N, X.shape[1], W, b, A_out, None, None, size, Wp, bp, Ap,
                         <floating **>NULL, <floating **>NULL, "A_out")
-        _check(G_out, (N, size[L]), "G_out")
+        check2("G_out", G_out.shape, N, size[L])
         Ap[L - 1] = &G_out[0, 0]
         with nogil:
             for i in range(L - 1):
@@ -274,8 +270,8 @@ def residual(const floating[:, ::1] Z, const floating[:, ::1] A_prev,
     """R_out := Z - A_prev W - b (MATH.md §3's R_l); returns ||R||_F^2."""
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1]
     cdef double s
-    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
-    _check(b, (n_out,), "b"); _check(R_out, (N, n_out), "R_out")
+    check2("A_prev", A_prev.shape, N, n_in); check2("W", W.shape, n_in, n_out)
+    check1("b", b.shape, n_out); check2("R_out", R_out.shape, N, n_out)
     with nogil:
         _rows_minus_vector(N, n_out, &Z[0, 0], &b[0], &R_out[0, 0])
         gemm(c'N', c'N', <int>n_out, <int>N, <int>n_in, -1, &W[0, 0], <int>n_out,
@@ -303,10 +299,10 @@ def output_step(const floating[:, ::1] A, const int64_t[::1] y,
     cdef Py_ssize_t N = A.shape[0], n = A.shape[1], K = W.shape[1], n_correct, j
     cdef int t, accepted = 0, n_eval = 1
     cdef double ce0, ce, phi0, phi, gsq, step = eta / lipschitz
-    _check(y, (N,), "y"); _check(W, (n, K), "W"); _check(b, (K,), "b")
-    _check(W_out, (n, K), "W_out"); _check(b_out, (K,), "b_out")
-    _check(work_G, (N, K), "work_G"); _check(work_P, (N, K), "work_P")
-    _check(work_gW, (n, K), "work_gW"); _check(work_gb, (K,), "work_gb")
+    check1("y", y.shape, N); check2("W", W.shape, n, K); check1("b", b.shape, K)
+    check2("W_out", W_out.shape, n, K); check1("b_out", b_out.shape, K)
+    check2("work_G", work_G.shape, N, K); check2("work_P", work_P.shape, N, K)
+    check2("work_gW", work_gW.shape, n, K); check1("work_gb", work_gb.shape, K)
     with nogil:
         _affine(N, n, K, &A[0, 0], &W[0, 0], &b[0], &work_G[0, 0])
         ce0 = ce_rows(N, K, &work_G[0, 0], &y[0], &work_P[0, 0], &n_correct)
@@ -503,9 +499,9 @@ cdef inline void _trial_rows(_Search *s, Py_ssize_t n_active, Py_ssize_t n, int 
     act_forward(kind, n_active * n, Z_out if every else Zc, Ac, <floating *>NULL)
 
 
-def _make_search(Py_ssize_t N, double[::1] eta, double lipschitz, double shrink,
-                 double armijo, double grow, double eta_max):
-    if eta.shape[0] != N and eta.shape[0] != 1:
+cdef int _make_search(Py_ssize_t N, Py_ssize_t n_eta, double lipschitz, double shrink,
+                      double armijo, double grow, double eta_max) except -1:
+    if n_eta != N and n_eta != 1:
         raise ValueError("eta must have length N (per-sample steps) or 1 (shared step)")
     if not (lipschitz > 0 and 0 < shrink < 1 and armijo >= 0 and grow >= 1 and eta_max > 0):
         raise ValueError("line-search constants out of range")
@@ -608,13 +604,6 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     return n_trials
 
 
-def _check_work(arr, rows, cols, name):
-    """A work array holds at least `rows` rows (a block, or all N) of `cols` columns."""
-    if arr.shape[0] < rows or arr.shape[1] != cols:
-        raise ValueError(f"{name} has shape {tuple(arr.shape)}, needs at least "
-                         f"({rows}, {cols})")
-
-
 cdef Py_ssize_t _last_block_rows(Py_ssize_t N, Py_ssize_t n, size_t itemsize,
                                  bint shared) noexcept nogil:
     """Rows per block of z_last_step: about 256 KB per (block, n) array and at least
@@ -662,17 +651,17 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef double ce_sum = 0, r_sum
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
-        _check(arr, (N, n), name)
+    check2("A", A.shape, N, n); check2("R", R.shape, N, n)
+    check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
     if A_out is not None:
-        _check(A_out, (N, n), "A_out")
-    _check(W, (n, K), "W"); _check(b, (K,), "b"); _check(y, (N,), "y")
-    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+        check2("A_out", A_out.shape, N, n)
+    check2("W", W.shape, n, K); check1("b", b.shape, K); check1("y", y.shape, N)
+    _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _last_block_rows(N, n, sizeof(floating), shared)
-    _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
-    _check_work(work_P, block, K, "work_P")
+    check_rows("work_D", work_D.shape, block, n); check_rows("work_grad", work_grad.shape, block, n)
+    check_rows("work_P", work_P.shape, block, K)
     if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
                      _eps(&Z[0, 0])):
         _search_free(&s)
@@ -825,21 +814,21 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef int t, tid, nt, n_trials = 0
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
-    for arr, name in ((A, "A"), (R, "R"), (Z_out, "Z_out"), (R_out, "R_out")):
-        _check(arr, (N, n), name)
+    check2("A", A.shape, N, n); check2("R", R.shape, N, n)
+    check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
     if A_out is not None:
-        _check(A_out, (N, n), "A_out")
-    for arr, name in ((R_next, "R_next"), (R_next_out, "R_next_out"), (Z_next, "Z_next")):
-        _check(arr, (N, n2), name)
-    _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
-    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+        check2("A_out", A_out.shape, N, n)
+    check2("R_next", R_next.shape, N, n2); check2("R_next_out", R_next_out.shape, N, n2)
+    check2("Z_next", Z_next.shape, N, n2)
+    check2("W_next", W_next.shape, n, n2); check1("b_next", b_next.shape, n2)
+    _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
     if n_threads < 1:
         raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
-    _check_work(work_D, block, n, "work_D"); _check_work(work_grad, block, n, "work_grad")
-    _check_work(work_Zb, block, n2, "work_Zb"); _check_work(work_Rc, block, n2, "work_Rc")
+    check_rows("work_D", work_D.shape, block, n); check_rows("work_grad", work_grad.shape, block, n)
+    check_rows("work_Zb", work_Zb.shape, block, n2); check_rows("work_Rc", work_Rc.shape, block, n2)
     n_blocks = (N + block - 1) // block
     nt = 1
     if narrow(n, sizeof(floating)) and narrow(n2, sizeof(floating)):
@@ -977,11 +966,11 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     cdef double ce_sum = 0, r_sum = 0
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
-    _check(Z_out, (N, n), "Z_out"); _check(W_next, (n, K), "W_next")
-    _check(b_next, (K,), "b_next"); _check(y, (N,), "y")
+    check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
+    check2("Z_out", Z_out.shape, N, n); check2("W_next", W_next.shape, n, K)
+    check1("b_next", b_next.shape, K); check1("y", y.shape, N)
     cdef double *col = _colsum_start(colsum_out, n)
-    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _last_block_rows(N, n, sizeof(floating), shared)
@@ -1047,12 +1036,12 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
     cdef _Search s
-    _check(src, (N, n_prev), "src"); _check(W, (n_prev, n), "W"); _check(b, (n,), "b")
-    _check(Z_out, (N, n), "Z_out"); _check(Z_next, (N, n2), "Z_next")
-    _check(W_next, (n, n2), "W_next"); _check(b_next, (n2,), "b_next")
+    check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
+    check2("Z_out", Z_out.shape, N, n); check2("Z_next", Z_next.shape, N, n2)
+    check2("W_next", W_next.shape, n, n2); check1("b_next", b_next.shape, n2)
     cdef double *col = _colsum_start(colsum_out, n)
     cdef Py_ssize_t kept_before
-    _make_search(N, eta, lipschitz, shrink, armijo, grow, eta_max)
+    _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
@@ -1152,21 +1141,21 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef int status = 0
     cdef double r_sum, w_sum
     cdef bint stored = R_out is not None
-    _check(A_prev, (N, n_in), "A_prev"); _check(b, (n_out,), "b")
-    _check(W_out, (n_in, n_out), "W_out")
+    check2("A_prev", A_prev.shape, N, n_in); check1("b", b.shape, n_out)
+    check2("W_out", W_out.shape, n_in, n_out)
     if stored:
-        _check(R_out, (N, n_out), "R_out")
-    _check(work_gram, (n_in, n_in), "work_gram"); _check(work_gram2, (n_in, n_in), "work_gram2")
+        check2("R_out", R_out.shape, N, n_out)
+    check2("work_gram", work_gram.shape, n_in, n_in); check2("work_gram2", work_gram2.shape, n_in, n_in)
     cdef bint sums = colsum_out is not None
     if sums:
-        _check(colsum_out, (n_out,), "colsum_out")
+        check1("colsum_out", colsum_out.shape, n_out)
     cdef bint closest = W_now is not None
     if closest:
-        _check(W_now, (n_in, n_out), "W_now")
+        check2("W_now", W_now.shape, n_in, n_out)
     if R_now is not None:
         if not closest:
             raise ValueError("R_now is the residual of W_now: give W_now too")
-        _check(R_now, (N, n_out), "R_now")
+        check2("R_now", R_now.shape, N, n_out)
     if n_in == 0 or n_out == 0 or N == 0:
         raise ValueError("ridge_update needs a non-empty layer and at least one sample")
     cdef floating *G = &work_gram[0, 0]
@@ -1241,7 +1230,7 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
     R_out := R - that mean.  Returns ||R_out||^2."""
     cdef Py_ssize_t N = R.shape[0], n = R.shape[1], i, j
     cdef double s
-    _check(b, (n,), "b"); _check(R_out, (N, n), "R_out"); _check(b_out, (n,), "b_out")
+    check1("b", b.shape, n); check2("R_out", R_out.shape, N, n); check1("b_out", b_out.shape, n)
     if N == 0:
         raise ValueError("R must have at least one row")
     cdef double *mean = <double *>malloc(n * sizeof(double))
@@ -1278,8 +1267,8 @@ def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n_in = A_prev.shape[1], j, r0, nb
     cdef double ssq = 0, r
     cdef const double[::1] given
-    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n), "W"); _check(b, (n,), "b")
-    _check(b_out, (n,), "b_out")
+    check2("A_prev", A_prev.shape, N, n_in); check2("W", W.shape, n_in, n); check1("b", b.shape, n)
+    check1("b_out", b_out.shape, n)
     if N == 0:
         raise ValueError("Z must have at least one row")
     cdef Py_ssize_t block = _lean_rows(N, n_in, n, sizeof(floating))
@@ -1396,14 +1385,14 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
     Narrow layers run in one fused pass over cache-sized chunks of rows."""
     cdef Py_ssize_t N = delta.shape[0], n_out = delta.shape[1], n_in = A_prev.shape[1]
     cdef int failed
-    _check(A_prev, (N, n_in), "A_prev"); _check(W, (n_in, n_out), "W")
-    _check(grad_W_out, (n_in, n_out), "grad_W_out"); _check(grad_b_out, (n_out,), "grad_b_out")
+    check2("A_prev", A_prev.shape, N, n_in); check2("W", W.shape, n_in, n_out)
+    check2("grad_W_out", grad_W_out.shape, n_in, n_out); check1("grad_b_out", grad_b_out.shape, n_out)
     cdef bint has_prev = delta_prev_out is not None
     cdef bint has_D = D_prev is not None
     if has_prev:
-        _check(delta_prev_out, (N, n_in), "delta_prev_out")
+        check2("delta_prev_out", delta_prev_out.shape, N, n_in)
         if has_D:
-            _check(D_prev, (N, n_in), "D_prev")
+            check2("D_prev", D_prev.shape, N, n_in)
         elif not 0 <= kind <= 3:
             raise ValueError("delta_prev_out needs D_prev or the activation kind")
     elif has_D:
@@ -1512,11 +1501,11 @@ def _rows_product(const floating[:, ::1] A, const floating[:, ::1] B, double alp
     """C := C0 + bias + alpha A B through rows_gemm with variant vb (C0, bias may be None;
     C0 may be C)."""
     cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1]
-    _check(B, (k, n), "B"); _check(C, (M, n), "C")
+    check2("B", B.shape, k, n); check2("C", C.shape, M, n)
     if C0 is not None:
-        _check(C0, (M, n), "C0")
+        check2("C0", C0.shape, M, n)
     if bias is not None:
-        _check(bias, (n,), "bias")
+        check1("bias", bias.shape, n)
     if M == 0 or n == 0:
         return
     cdef const floating *a = &A[0, 0] if k > 0 else &C[0, 0]
@@ -1528,7 +1517,7 @@ def _rows_product(const floating[:, ::1] A, const floating[:, ::1] B, double alp
 def _tn_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, int vb):
     """C += A^T B through tn_gemm_acc with variant vb."""
     cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1]
-    _check(B, (M, n), "B"); _check(C, (k, n), "C")
+    check2("B", B.shape, M, n); check2("C", C.shape, k, n)
     if M == 0 or k == 0 or n == 0:
         return
     tn_gemm_acc(M, k, n, &A[0, 0], k, &B[0, 0], n, &C[0, 0], n, vb)
@@ -1542,12 +1531,12 @@ def _backprop_product(const floating[:, ::1] A, const floating[:, ::1] delta,
     4 S itself, 0 none; Dp, S may be None).  Returns False when the kernel does not take
     the shape."""
     cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = delta.shape[1]
-    _check(delta, (M, n), "delta"); _check(W, (k, n), "W"); _check(gW, (k, n), "gW")
-    _check(gb, (n,), "gb")
+    check2("delta", delta.shape, M, n); check2("W", W.shape, k, n); check2("gW", gW.shape, k, n)
+    check1("gb", gb.shape, n)
     if Dp is not None:
-        _check(Dp, (M, k), "Dp")
+        check2("Dp", Dp.shape, M, k)
     if S is not None:
-        _check(S, (M, k), "S")
+        check2("S", S.shape, M, k)
     elif deriv:
         raise ValueError("deriv needs S")
     if not 0 <= deriv <= 4:
@@ -1570,8 +1559,8 @@ def _gather_product(const floating[:, ::1] A, const floating[:, ::1] B, double a
     """C[r] := C0[idx[r]] + alpha A[r] B and ssq[r] := ||C[r]||^2 with variant vb
     (the narrow kernel only; returns False when it does not take the shape)."""
     cdef Py_ssize_t M = A.shape[0], k = A.shape[1], n = B.shape[1], r
-    _check(B, (k, n), "B"); _check(C, (M, n), "C"); _check(idx, (M,), "idx")
-    _check(ssq, (M,), "ssq")
+    check2("B", B.shape, k, n); check2("C", C.shape, M, n); check1("idx", idx.shape, M)
+    check1("ssq", ssq.shape, M)
     for r in range(M):
         if not 0 <= idx[r] < C0.shape[0]:
             raise ValueError("idx out of range")
@@ -1591,9 +1580,9 @@ def _trial_rows_check(const Py_ssize_t[::1] active, const double[::1] step,
                       floating[:, ::1] Zc, double[::1] rs, int vb):
     """The trial rows of a Z step with variant vb (test hook)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], m = active.shape[0], a
-    for arr, name in ((R, "R"), (g, "g"), (Z_out, "Z_out"), (R_out, "R_out")):
-        _check(arr, (N, n), name)
-    _check(Zc, (m, n), "Zc"); _check(rs, (m,), "rs"); _check(step, (N,), "step")
+    check2("R", R.shape, N, n); check2("g", g.shape, N, n)
+    check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
+    check2("Zc", Zc.shape, m, n); check1("rs", rs.shape, m); check1("step", step.shape, N)
     for a in range(m):
         if not 0 <= active[a] < N:
             raise ValueError("active out of range")
@@ -1613,10 +1602,8 @@ def _zgrad_rows_check(const floating[:, ::1] R, const floating[:, ::1] Z,
                       int vb):
     """The gradient rows of a hidden Z step with variant vb (test hook)."""
     cdef Py_ssize_t m = R.shape[0], n = R.shape[1]
-    for arr, name in ((Z, "Z"), (D, "D"), (G, "G")):
-        _check(arr, (m, n), name)
-    for v, name in ((rs, "rs"), (zsq, "zsq"), (gsq, "gsq")):
-        _check(v, (m,), name)
+    check2("Z", Z.shape, m, n); check2("D", D.shape, m, n); check2("G", G.shape, m, n)
+    check1("rs", rs.shape, m); check1("zsq", zsq.shape, m); check1("gsq", gsq.shape, m)
     if m == 0 or n == 0:
         return
     if floating is double:
@@ -1632,8 +1619,8 @@ def _target_rows_check(const floating[:, ::1] Zn, const floating[::1] b,
                        double[::1] rnsq, int vb):
     """The next layer's target rows of a hidden Z step with variant vb (test hook)."""
     cdef Py_ssize_t m = Zn.shape[0], n = Zn.shape[1]
-    _check(b, (n,), "b"); _check(Rn, (m, n), "Rn"); _check(Zb, (m, n), "Zb")
-    _check(zbsq, (m,), "zbsq"); _check(rnsq, (m,), "rnsq")
+    check1("b", b.shape, n); check2("Rn", Rn.shape, m, n); check2("Zb", Zb.shape, m, n)
+    check1("zbsq", zbsq.shape, m); check1("rnsq", rnsq.shape, m)
     if m == 0 or n == 0:
         return
     if floating is double:
@@ -1647,7 +1634,7 @@ def _target_rows_check(const floating[:, ::1] Zn, const floating[::1] b,
 def _gram_upper(const floating[:, ::1] A, floating[:, ::1] C, int vb):
     """C += A^T A on and above the diagonal with the narrow Gram kernel of variant vb."""
     cdef Py_ssize_t M = A.shape[0], n = A.shape[1]
-    _check(C, (n, n), "C")
+    check2("C", C.shape, n, n)
     if M == 0 or n == 0:
         return
     if floating is double:

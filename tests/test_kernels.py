@@ -1,4 +1,6 @@
 """Every compiled kernel against its NumPy reference, both dtypes (STYLE.md rule 5)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -403,3 +405,34 @@ def test_kernels_check_shapes(bad):
     args[bad] = np.ones((5, 5)) if bad != "b" else np.ones(7)
     with pytest.raises(ValueError, match=bad):
         _fnn_blocks.affine(args["A"], args["W"], args["b"], args["Z_out"])
+
+
+_Z_HIDDEN_ARRAYS = ["A", "R", "R_next", "W_next", "Z_next", "b_next", "Z_out", "A_out",
+                    "R_out", "R_next_out", "work_D", "work_grad", "work_Zb", "work_Rc"]
+
+
+@pytest.mark.parametrize("bad", _Z_HIDDEN_ARRAYS)
+def test_z_hidden_step_names_a_misshapen_array(bad):
+    """The C-level shape checks name the array, its shape and the shape it needs, for
+    every array argument (a work array may be longer than a block, not narrower)."""
+    d = _inputs(np.float64)
+    N, n, n2 = 40, 5, 4
+    A = np.tanh(d["Z"])
+    Z_next, b_next = next_layer(A, d["Rn"], d["W"], d["b"])
+    args = dict(A=A, R=d["R"], R_next=d["Rn"], W_next=d["W"], Z_next=Z_next, b_next=b_next,
+                Z_out=np.zeros((N, n)), A_out=np.zeros((N, n)), R_out=np.zeros((N, n)),
+                R_next_out=np.zeros((N, n2)), work_D=np.zeros((N, n)),
+                work_grad=np.zeros((N, n)), work_Zb=np.zeros((N, n2)),
+                work_Rc=np.zeros((N, n2)))
+    good = args[bad]
+    # one column too many (W_next: one row, as its columns set the next layer's width)
+    shape = ((good.shape[0] + 1,) if good.ndim == 1 else
+             (n + 1, n2) if bad == "W_next" else (good.shape[0], good.shape[1] + 1))
+    a = dict(args, **{bad: np.zeros(shape)})
+    got = re.escape(str(shape))
+    with pytest.raises(ValueError, match=rf"^{bad} has shape {got}, (expected|needs at least) "):
+        _fnn_blocks.z_hidden_step(d["Z"], a["A"], a["R"], a["R_next"], a["W_next"],
+                                  a["Z_next"], a["b_next"], 0, 0.7, 0.4, np.ones(N), 3.0, 30,
+                                  0.5, 1e-4, 2.0, 1e4, a["Z_out"], a["A_out"], a["R_out"],
+                                  a["R_next_out"], a["work_D"], a["work_grad"], a["work_Zb"],
+                                  a["work_Rc"])
