@@ -286,6 +286,7 @@ class LySepState:
         self.b2 = [np.empty_like(b) for b in biases]
         self.r = [0.0] * m
         self.wn = [self._ssq(W) for W in weights]
+        self._om = self.omegas(self.wn)
         self.eta_out = 1.0
         n_eta = N if per_sample else 1
         self.eta_z = [np.ones(n_eta) for _ in range(m)]
@@ -325,8 +326,10 @@ class LySepState:
 
     # -- the layer separation loss J (MATH.md §3) --------------------------------
     def omegas(self, wn=None):
-        """omega_i = s (2m/e) prod_{j>i} rho_j ||W_j||_F^2 for the hidden residuals."""
-        wn = self.wn if wn is None else wn
+        """omega_i = s (2m/e) prod_{j>i} rho_j ||W_j||_F^2 for the hidden residuals
+        (of the state's weights, cached until they change, or of the norms wn)."""
+        if wn is None:
+            return self._om
         out = [0.0] * self.m
         prod = self.s * 2 * self.m / math.e
         for i in range(self.m - 1, -1, -1):
@@ -367,16 +370,20 @@ class LySepState:
     def _try(self, name, commit, ce=None, r=None, wn=None):
         """Keep a block's candidate only if J does not rise (MATH.md §4 safeguard)."""
         r_new = list(self.r)
-        wn_new = list(self.wn)
         for i, v in (r or {}).items():
             r_new[i] = v
-        for i, v in (wn or {}).items():
-            wn_new[i] = v
+        wn_new = None                # the weights' norms, and so the omegas, unchanged
+        if wn:
+            wn_new = list(self.wn)
+            for i, v in wn.items():
+                wn_new[i] = v
         ce_new = self.ce if ce is None else ce
         J_new = self.objective(ce_new, r_new, wn_new)
         if J_new <= self.J:          # False for NaN: non-finite candidates are dropped
             commit()
-            self.ce, self.r, self.wn, self.J = ce_new, r_new, wn_new, J_new
+            self.ce, self.r, self.J = ce_new, r_new, J_new
+            if wn_new is not None:
+                self.wn, self._om = wn_new, self.omegas(wn_new)
             return True
         self.stats["rejected_" + name] = self.stats.get("rejected_" + name, 0) + 1
         return False
