@@ -238,7 +238,7 @@ def z_hidden_work_rows(N, n, n2, itemsize, shared):
 
 
 def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gram2,
-                 colsum_out=None, W_now=None, R_now=None):
+                 colsum_out=None, W_now=None, R_now=None, n_threads=1):
     """W_out := argmin ||Z - b - A_prev W||^2 + lam ||W||^2 via the normal equations
     (Cholesky), or the minimum-norm solution through the Gram matrix's eigenvalues when
     it is ill conditioned (reciprocal condition estimate below rcond_min).  With W_now
@@ -247,6 +247,7 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
     W_out = W_now + dW: on a fallback the least-squares solution closest to W_now.
     R_out may be None (the low-memory sweep: the residual is not stored); colsum_out,
     if given, receives the residual's column sums (bias_update_lean's stats).
+    n_threads: the compiled kernel's threads (one here).
     Returns (||R_out||^2, ||W_out||^2, status)."""
     N, n_in = A_prev.shape
     Zb = Z - b

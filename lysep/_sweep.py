@@ -234,9 +234,10 @@ class LySepState:
     ``weights`` and ``biases`` are lists of arrays owned by the caller; the state
     replaces their entries (never mutates them half-way) when a block is accepted.
 
-    ``n_threads``: threads of the compiled hidden Z blocks between narrow layers,
-    not in low_memory mode (their blocks of rows are independent; the results do
-    not depend on the count).  BLAS threads are set by
+    ``n_threads``: threads of the compiled ridge blocks and (not in low_memory mode)
+    hidden Z blocks between narrow layers (they split the rows into blocks that do not
+    depend on the count, and add the blocks' sums in a fixed order: the results do not
+    depend on the count).  BLAS threads are set by
     the caller (``lysep._threads.blas_threads``).
 
     ``low_memory``: store the Z[i] and nothing else of their size but one candidate
@@ -508,7 +509,7 @@ class LySepState:
             None if self.low_memory else self.R2[i],
             self.ws("gram", (n_in, n_in)), self.ws("gram2", (n_in, n_in)), colsum,
             self.W[i] if closest else None,
-            self.R[i] if closest and not self.low_memory else None)
+            self.R[i] if closest and not self.low_memory else None, self.n_threads)
         self.stats["fallbacks"] += status != 0
         if (self._try("ridge", lambda: self._swap_wr(i), r={i: r_new}, wn={i: w_new})
                 and colsum is not None):

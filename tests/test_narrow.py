@@ -317,6 +317,57 @@ def test_z_steps_without_candidate_activations(backend, per_sample, dtype):
         close(A1, np.tanh(o1[0].astype(np.float64)), dtype)
 
 
+def _run_ridge(backend, A, Z, b, W_now, R_now, mode, n_threads=1):
+    """One ridge_update in `mode` (min_norm, closest, closest recomputing R_now, or
+    lean: no stored residual); returns its result, W_out, R_out and column sums."""
+    N, n_in = A.shape
+    n_out = Z.shape[1]
+    W = np.full((n_in, n_out), np.nan, A.dtype)
+    R = None if mode == "lean" else np.full((N, n_out), np.nan, A.dtype)
+    col = np.full(n_out, np.nan)
+    res = backend.ridge_update(
+        A, Z, b, 0.3, 1e4 * np.finfo(A.dtype).eps, W, R, np.empty((n_in, n_in), A.dtype),
+        np.empty((n_in, n_in), A.dtype), col, W_now if mode.startswith("closest") else None,
+        R_now if mode == "closest" else None, n_threads)
+    return res, W, R, col
+
+
+@pytest.mark.parametrize("mode", ["min_norm", "closest", "closest_recomputed", "lean"])
+@pytest.mark.parametrize("n_in,n_out", [(20, 20), (7, 3), (40, 36), (120, 20)])
+def test_ridge_update_is_the_same_on_every_thread_count(mode, n_in, n_out, dtype):
+    """A narrow layer's rows are summed in stripes that do not depend on the thread
+    count (up to 8, here more blocks than that and an uneven split), the stripes'
+    sums added in order: W, R, its norm and column sums are those of one thread, bit
+    for bit, and match the reference; a wide layer is one stripe."""
+    block = 32768 // (max(n_in, n_out) * np.dtype(dtype).itemsize)
+    N = 37 * block + 5
+    A = np.tanh(rng.normal(size=(N, n_in))).astype(dtype)
+    Z = rng.normal(size=(N, n_out)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    W_now = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    R_now = (Z - b - A @ W_now).astype(dtype)
+    one = _run_ridge(_fnn_blocks, A, Z, b, W_now, R_now, mode)
+    assert one[0][2] == 0 and np.isfinite(one[1]).all() and np.isfinite(one[3]).all()
+    for n_threads in (2, 3, 8):
+        many = _run_ridge(_fnn_blocks, A, Z, b, W_now, R_now, mode, n_threads)
+        assert many[0] == one[0]
+        for a, c in zip(many[1:], one[1:]):
+            if a is not None:
+                np.testing.assert_array_equal(a, c)
+    ref = _run_ridge(_reference, A, Z, b, W_now, R_now, mode)
+    close(one[0][:2], ref[0][:2], dtype, scale=ref[0][0])
+    close(one[1], ref[1], dtype, scale=np.abs(ref[1]).max() * 100)
+    if mode != "lean":
+        close(one[2], ref[2], dtype)
+    close(one[3], ref[3], dtype, scale=np.sqrt(N) * np.abs(Z).max())
+
+
+def test_ridge_update_refuses_no_threads():
+    A, Z, b = np.ones((10, 2)), np.ones((10, 3)), np.zeros(3)
+    with pytest.raises(ValueError, match="n_threads"):
+        _run_ridge(_fnn_blocks, A, Z, b, None, None, "min_norm", 0)
+
+
 @pytest.mark.parametrize("n_in", [20, 40])
 def test_ridge_with_long_data_matches_reference(n_in, dtype):
     N, n_out = 2000, 20

@@ -1,6 +1,6 @@
-"""The hidden Z steps' row blocks on several OpenMP threads (n_threads): the same
-results, bit for bit, as on one thread, and no hang in a child forked after the
-parent ran them (GNU OpenMP's threads do not survive fork)."""
+"""The hidden Z steps' row blocks and the ridge blocks' stripes on several OpenMP
+threads (n_threads): the same results, bit for bit, as on one thread, and no hang in a
+child forked after the parent ran them (GNU OpenMP's threads do not survive fork)."""
 import multiprocessing
 
 import numpy as np
@@ -14,12 +14,13 @@ from lysep._sweep import LySepState
 from conftest import assert_same_fit, image_data, make_problem, true_loss
 
 
-def _sweeps(n_threads, n_sweeps=6, dtype=np.float64):
+def _sweeps(n_threads, n_sweeps=6, dtype=np.float64, low_memory=False):
     """J after each of a few sweeps of a narrow deep network, and its last Z; checks
     MATH.md's guarantees (J monotone, loss <= C J) at every sweep."""
     X, y, W, b = make_problem(N=1500, d=6, K=3, hidden=(12,) * 5, dtype=dtype, seed=3)
     with threadpool_limits(1):
-        state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_threads)
+        state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_threads,
+                           low_memory=low_memory)
         J, C = [state.J], state.bound_constant()
         for _ in range(n_sweeps):
             state.sweep()
@@ -29,10 +30,11 @@ def _sweeps(n_threads, n_sweeps=6, dtype=np.float64):
     return J, [z.copy() for z in state.Z]
 
 
+@pytest.mark.parametrize("low_memory", [False, True], ids=["default", "low_memory"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sweeps_are_the_same_on_two_threads(dtype):
-    J1, Z1 = _sweeps(1, dtype=dtype)
-    J2, Z2 = _sweeps(2, dtype=dtype)
+def test_sweeps_are_the_same_on_two_threads(dtype, low_memory):
+    J1, Z1 = _sweeps(1, dtype=dtype, low_memory=low_memory)
+    J2, Z2 = _sweeps(2, dtype=dtype, low_memory=low_memory)
     assert J1 == J2
     assert J1[-1] < J1[0]
     for a, b in zip(Z1, Z2):
