@@ -86,14 +86,14 @@ def _sweep_section(rec):
            "memory, see `bench/flops.py`); the work-normalised ratio divides each backend's time by "
            "its own model flops, removing differences in line-search work. *Low-memory*: the compiled "
            "sweep with `low_memory=True` (residuals recomputed, see (e)) timed in the same rounds, and "
-           "its time over the default compiled sweep's. *2 Z threads*: the compiled sweep with "
-           "`n_threads=2` for its Z steps (BLAS still on one thread; the same results bit for "
+           "its time over the default compiled sweep's. *2 threads*: the compiled sweep with "
+           "`n_threads=2` for its Z steps and ridge blocks (BLAS still on one thread; the same results bit for "
            "bit) timed in the same rounds, and the one-thread sweep's time over its time "
            "(where lysep was built with OpenMP and the layers are narrow; else no row blocks "
            "run in parallel).", "",
            "| size | N | warm-up + timed sweeps | reference | compiled | ratio (median) | per-round ratios | "
            "work-normalised | rows/sample ref / compiled | target | low-memory | low-memory / default | "
-           "2 Z threads | 1 thread / 2 |",
+           "2 threads | 1 thread / 2 |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     goals = {"small": 5, "medium": 2, "large": 1.5}
     for key in ("small", "medium", "large"):

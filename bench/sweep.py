@@ -98,8 +98,8 @@ def compare_backends(sizes, N, warmup, rounds, gemm_size, log):
     """(a) and (c): compiled vs reference LySep sweep, interleaved with a DGEMM and with
     the compiled low-memory sweep (timed only: the FLOP model counts the default's
     products, and the low-memory sweep recomputes residuals on top of them) and, where
-    lysep has OpenMP, the compiled sweep with its Z steps on two threads (BLAS stays on
-    the caller's count; the same results, so the same work)."""
+    lysep has OpenMP, the compiled sweep with its Z steps and ridge blocks on two
+    threads (BLAS stays on the caller's count; the same results, so the same work)."""
     from lysep import _fnn_blocks
     from lysep._backend import COMPILED, REFERENCE
     X, y = _data(N)

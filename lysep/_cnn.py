@@ -147,7 +147,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     n_threads : int, default=1
         BLAS threads while fitting and predicting; -1 leaves BLAS at its default.
         With ``solver="lysep"`` also the threads that share the rows of the dense
-        hidden Z steps between narrow layers (see FNNClassifier), whose results do
+        hidden Z steps and ridge blocks between narrow layers (see FNNClassifier), whose results do
         not depend on it, bit for bit.
     backend : {"compiled", "reference"}, default="compiled"
 

@@ -155,10 +155,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         default (all cores).  One BLAS thread is fastest for narrow layers and safe
         when several fits run in parallel processes; raise it for layers of several
         hundred units.  With ``solver="lysep"`` it is also the number of threads that
-        share the rows of the hidden Z steps between narrow layers (widths of at most
-        five SIMD vectors: 20 float64 or 40 float32 units on AVX2, twice that on
-        AVX-512; -1: every core), which do not call BLAS; their results do not
-        depend on it, bit for bit.
+        share the rows of the hidden Z steps and ridge blocks between narrow layers
+        (widths of at most five SIMD vectors: 20 float64 or 40 float32 units on AVX2,
+        twice that on AVX-512; -1: every core), which do not call BLAS; their
+        results do not depend on it, bit for bit.
     backend : {"compiled", "reference"}, default="compiled"
         The compiled kernels or the NumPy reference (slow; for testing).
 
