@@ -278,8 +278,9 @@ def ridge_update(A_prev, Z, b, lam, rcond_min, W_out, R_out, work_gram, work_gra
     return _ssq(R), _ssq(W_out), status
 
 
-def bias_update(R, b, R_out, b_out):
-    """b_out := b + mean of R's rows; R_out := R - that mean; returns ||R_out||^2."""
+def bias_update(R, b, R_out, b_out, n_threads=1):
+    """b_out := b + mean of R's rows; R_out := R - that mean; returns ||R_out||^2.
+    n_threads: the compiled kernel's threads (one here)."""
     mean = R.mean(axis=0, dtype=np.float64).astype(R.dtype)
     b_out[...] = b + mean
     R_out[...] = R - mean

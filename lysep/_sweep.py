@@ -528,7 +528,7 @@ class LySepState:
             # its NHWC residual as (N*H*W, C) rows
             C = self.R[i].shape[-1]
             r_new = self.k.bias_update(self.R[i].reshape(-1, C), self.b[i],
-                                       self.R2[i].reshape(-1, C), self.b2[i])
+                                       self.R2[i].reshape(-1, C), self.b2[i], self.n_threads)
 
         def commit():
             self.b[i], self.b2[i] = self.b2[i], self.b[i]

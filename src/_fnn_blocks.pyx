@@ -1105,7 +1105,7 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
 # ---------------------------------------------------------------------------
 # step 3: closed-form W_l (ridge) and b_l
 cdef enum:
-    _RIDGE_STRIPES = 8      # most stripes a ridge pass splits a narrow layer's rows into
+    _MAX_STRIPES = 8        # most stripes a ridge or bias pass splits the rows into
 
 
 cdef void _ridge_gather(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t block, Py_ssize_t n_in,
@@ -1275,7 +1275,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     # inside a stripe, and the lean block is the stored one: the same sums either way)
     n_stripes = 1
     if narrow(n_in, sizeof(floating)) and narrow(n_out, sizeof(floating)):
-        n_stripes = n_blocks if n_blocks < _RIDGE_STRIPES else _RIDGE_STRIPES
+        n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
     cdef const floating *pA = &A_prev[0, 0]
     cdef const floating *pZ = &Z[0, 0]
     cdef const floating *pb = &b[0]
@@ -1350,34 +1350,74 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     return r_sum, w_sum, status
 
 
+cdef void _bias_stripe(Py_ssize_t s, Py_ssize_t n_stripes, Py_ssize_t n_blocks,
+                       Py_ssize_t block, Py_ssize_t N, Py_ssize_t n, const floating *R,
+                       const double *mean, floating *R_out, double *sums) noexcept nogil:
+    """Stripe s of bias_update: with mean NULL, the column sums of its rows of R into
+    sums[0:n]; else R_out := R - mean on its rows and their squared norm into sums[0]."""
+    cdef Py_ssize_t r0, r1, i, j
+    _stripe_rows(s, n_stripes, n_blocks, block, N, &r0, &r1)
+    if mean == NULL:
+        _col_sums_add(r1 - r0, n, R + r0 * n, sums)
+        return
+    for i in range(r0, r1):
+        for j in range(n):
+            R_out[i * n + j] = R[i * n + j] - <floating>mean[j]
+    sums[0] = _ssq((r1 - r0) * n, R_out + r0 * n)
+
+
 def bias_update(const floating[:, ::1] R, const floating[::1] b,
-                floating[:, ::1] R_out, floating[::1] b_out):
+                floating[:, ::1] R_out, floating[::1] b_out, int n_threads=1):
     """b_out := b + mean of the rows of R (paper's (3.11), R = Z - W A - b);
-    R_out := R - that mean.  Returns ||R_out||^2."""
-    cdef Py_ssize_t N = R.shape[0], n = R.shape[1], i, j
-    cdef double s
+    R_out := R - that mean.  Returns ||R_out||^2.
+
+    The rows are split into up to 8 stripes of whole blocks of rows (as ridge_update's,
+    a number fixed by N and n): column sums and norms are summed per stripe and the
+    stripes' sums added in stripe order, so up to n_threads OpenMP threads give the
+    same result, bit for bit, as one."""
+    cdef Py_ssize_t N = R.shape[0], n = R.shape[1], j, s, block, n_blocks, n_stripes
+    cdef int nt = 1
+    cdef double r_sum = 0
     check1("b", b.shape, n); check2("R_out", R_out.shape, N, n); check1("b_out", b_out.shape, n)
     if N == 0:
         raise ValueError("R must have at least one row")
-    cdef double *mean = <double *>malloc(n * sizeof(double))
-    if mean == NULL:
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+    if n == 0:
+        return 0.0
+    block = 32768 // <Py_ssize_t>(n * sizeof(floating))
+    block = 16 if block < 16 else block
+    n_blocks = (N + block - 1) // block
+    n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
+    # per stripe: its column sums (n doubles), then its norm
+    cdef double *sums = <double *>calloc(n_stripes * n + n, sizeof(double))
+    if sums == NULL:
         raise MemoryError()
-    cdef floating *m
+    cdef double *mean = sums + n_stripes * n
+    cdef const floating *pR = &R[0, 0]
+    cdef floating *pRo = &R_out[0, 0]
+    if n_stripes > 1:
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_stripes else n_stripes))
     with nogil:
-        for j in range(n):
-            mean[j] = 0
-        for i in range(N):
+        # (one thread: plain loops, not parallel regions of one thread)
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * n)
+        for s in range(n_stripes if nt == 1 else 0):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * n)
+        for s in range(n_stripes):
             for j in range(n):
-                mean[j] += R[i, j]
+                mean[j] += sums[s * n + j]
         for j in range(n):
             mean[j] /= N
             b_out[j] = b[j] + <floating>mean[j]
-        for i in range(N):
-            for j in range(n):
-                R_out[i, j] = R[i, j] - <floating>mean[j]
-        s = _ssq(N * n, &R_out[0, 0])
-    free(mean)
-    return s
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * n)
+        for s in range(n_stripes if nt == 1 else 0):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * n)
+        for s in range(n_stripes):
+            r_sum += sums[s * n]
+    free(sums)
+    return r_sum
 
 
 def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,

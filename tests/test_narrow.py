@@ -368,6 +368,32 @@ def test_ridge_update_refuses_no_threads():
         _run_ridge(_fnn_blocks, A, Z, b, None, None, "min_norm", 0)
 
 
+@pytest.mark.parametrize("n", [1, 8, 20, 300])
+def test_bias_update_is_the_same_on_every_thread_count(n, dtype):
+    """The bias block's column sums and norms go by stripes of rows fixed by N and n:
+    b, R and the norm are those of one thread, bit for bit, and match the reference."""
+    N = 37 * max(16, 32768 // (n * np.dtype(dtype).itemsize)) + 5
+    R = (rng.normal(size=(N, n)) + rng.normal(size=n)).astype(dtype)
+    b = rng.normal(size=n).astype(dtype)
+    outs = []
+    for backend, n_threads in ((_fnn_blocks, 1), (_fnn_blocks, 2), (_fnn_blocks, 3),
+                               (_fnn_blocks, 8), (_reference, 1)):
+        R_out, b_out = np.full_like(R, np.nan), np.full_like(b, np.nan)
+        outs.append((backend.bias_update(R, b, R_out, b_out, n_threads), R_out, b_out))
+    one, ref = outs[0], outs[-1]
+    for many in outs[1:-1]:
+        assert many[0] == one[0]
+        np.testing.assert_array_equal(many[1], one[1])
+        np.testing.assert_array_equal(many[2], one[2])
+    close(one[0], ref[0], dtype, scale=ref[0])
+    close(one[1], ref[1], dtype)
+    close(one[2], ref[2], dtype)
+    np.testing.assert_allclose(one[1].mean(axis=0, dtype=np.float64), 0,
+                               atol=RTOL[dtype] * 10 * np.abs(R).max())
+    with pytest.raises(ValueError, match="n_threads"):
+        _fnn_blocks.bias_update(R, b, R_out, b_out, 0)
+
+
 @pytest.mark.parametrize("n_in", [20, 40])
 def test_ridge_with_long_data_matches_reference(n_in, dtype):
     N, n_out = 2000, 20
