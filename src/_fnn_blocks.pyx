@@ -112,16 +112,21 @@ cdef inline void _affine(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
     rows_gemm(N, n_in, n_out, A, n_in, W, n_out, <floating>1, <floating *>NULL, 0, b, Z, n_out)
 
 
+cdef inline Py_ssize_t _l1_rows(Py_ssize_t width, size_t itemsize) noexcept nogil:
+    """Rows of `width` elements in about 32 KB, at least 16."""
+    cdef Py_ssize_t rows = 32768 // <Py_ssize_t>(width * itemsize)
+    return 16 if rows < 16 else rows
+
+
 cdef inline Py_ssize_t _layer_block(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
                                     size_t itemsize) noexcept nogil:
     """Rows per block of a fused layer pass: a few KB of rows when the narrow kernels
     take the layer (its products stay in cache for the element-wise work that follows),
     else all N rows in one BLAS call."""
-    cdef Py_ssize_t rows, width = n_in if n_in > n_out else n_out
+    cdef Py_ssize_t rows
     if not (narrow(n_in, itemsize) and narrow(n_out, itemsize)):
         return N if N > 0 else 1
-    rows = 32768 // <Py_ssize_t>(width * itemsize)
-    rows = 16 if rows < 16 else rows
+    rows = _l1_rows(n_in if n_in > n_out else n_out, itemsize)
     return rows if rows < N else (N if N > 0 else 1)
 
 
@@ -1385,8 +1390,7 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
         raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if n == 0:
         return 0.0
-    block = 32768 // <Py_ssize_t>(n * sizeof(floating))
-    block = 16 if block < 16 else block
+    block = _l1_rows(n, sizeof(floating))
     n_blocks = (N + block - 1) // block
     n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
     # per stripe: its column sums (n doubles), then its norm
