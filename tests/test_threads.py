@@ -53,10 +53,17 @@ def test_estimators_fit_the_same_on_every_thread_count():
                           n_threads=t).fit(X, y) for t in (1, 2, -1)]
     assert_same_fit(fits[0], fits[1])
     assert_same_fit(fits[0], fits[2])
+    two = fits[1]                # MATH.md's guarantees at every iteration on two threads
+    J = np.array(two.surrogate_curve_)
+    assert np.all(np.diff(J) <= 0)
+    assert np.all(np.array(two.loss_curve_) <= two.bound_constant_ * J)
     Xi, yi = image_data(n=600, H=8)
     cnns = [CNNClassifier(conv_channels=(2,), hidden_layer_sizes=(10, 10), max_iter=4, tol=0,
                           random_state=0, n_threads=t).fit(Xi, yi) for t in (1, 2)]
     assert_same_fit(*cnns)
+    two = cnns[1]                # batch-wise bound (MATH.md §6) at every iteration
+    assert np.all(np.array(two.batch_loss_curve_)
+                  <= two.bound_constant_ * np.array(two.surrogate_curve_))
 
 
 def _child():
