@@ -30,7 +30,7 @@ _ESTIMATOR_FLAGS = [
     ("--dtype", str, "dtype", "float64 or float32"),
     ("--random-state", int, "random_state", "seed of the initialisation"),
     ("--validation-fraction", float, "validation_fraction", "held out with --early-stopping"),
-    ("--n-threads", int, "n_threads", "BLAS threads (-1: BLAS default)"),
+    ("--n-threads", int, "n_threads", "threads, to BLAS or to the narrow-layer kernels (-1: every core)"),
 ]
 
 

@@ -12,7 +12,7 @@ from ._activations import ACTIVATION_CODES
 from ._base import BaseEstimator, ClassifierMixin
 from ._cnn_sweep import CNN_BACKENDS, Architecture, CNNForward, CNNGDState, CNNLySepState
 from ._sweep import RIDGE_FALLBACKS, LineSearch
-from ._threads import blas_threads, kernel_threads
+from ._threads import blas_threads, split_threads
 from ._training import (BatchStream, Progress, StopRule, begin_fit, feature_names,
                         stratified_split, warn_interrupted, warn_stop)
 from ._validation import (check_choice, check_dtype, check_image_rows, check_int,
@@ -146,9 +146,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         validation_score (None elsewhere).  Returning True stops training.
     n_threads : int, default=1
         BLAS threads while fitting and predicting; -1 leaves BLAS at its default.
-        With ``solver="lysep"`` also the threads that share the rows of the dense
-        hidden Z steps and ridge blocks between narrow layers (see FNNClassifier), whose results do
-        not depend on it, bit for bit.
+        With ``solver="lysep"`` the threads go instead to the rows of the dense hidden
+        Z steps and ridge blocks between narrow layers (see FNNClassifier; results the
+        same, bit for bit) when those hold at least a third of the products' work, the
+        conv layers' products counted as BLAS work.
     backend : {"compiled", "reference"}, default="compiled"
 
     Attributes
@@ -284,7 +285,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                  surrogate_curve_=[] if self.solver == "lysep" else None)
         X, y_enc, validation = begin_fit(self, X, y_enc, names if shape is None else None,
                                          continuing, lambda y: self._validation_split(y, rng))
-        with blas_threads(self.n_threads):
+        # one thread pool at a time: lysep's kernels or BLAS (see split_threads); the
+        # conv products always run in BLAS
+        arch = self._arch
+        d = arch.dense_sizes
+        conv_work = sum(c.out_shape[0] * c.out_shape[1] * c.patch * c.out_shape[2]
+                        for c in arch.conv)
+        n_blas, self._kernel_threads = split_threads(
+            self.n_threads, self.solver, list(zip(d[:-2], d[1:-1])), X.itemsize, conv_work)
+        with blas_threads(n_blas):
             self._train(CNN_BACKENDS[self.backend], X, y_enc, weights, biases, rng,
                         continuing, validation)
         return self
@@ -331,7 +340,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return CNNLySepState(backend, arch, Xb, yb, weights, biases, self.activation,
                              self.penalty_scale, per_sample=self.z_step == "per_sample",
                              search=LineSearch(), ridge_fallback=self.ridge_fallback,
-                             n_threads=kernel_threads(self.n_threads))
+                             n_threads=self._kernel_threads)
 
     def _settings(self, X):
         """What a kept batch state depends on besides its data and parameters."""
@@ -354,7 +363,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 and all(np.array_equal(a, c) for a, c in
                         zip(state.W + state.b, self.coefs_ + self.intercepts_)))
         if same and isinstance(state, CNNLySepState):
-            state.n_threads = kernel_threads(self.n_threads)   # results do not depend on it
+            state.n_threads = self._kernel_threads   # results do not depend on it
         return stream, state if same else None
 
     def _train(self, backend, X, y, weights, biases, rng, continuing, validation):

@@ -12,7 +12,7 @@ from ._activations import ACTIVATION_CODES
 from ._backend import BACKENDS
 from ._base import BaseEstimator, ClassifierMixin
 from ._sweep import RIDGE_FALLBACKS, Forward, GDState, LineSearch, LySepState
-from ._threads import blas_threads, kernel_threads
+from ._threads import blas_threads, split_threads
 from ._training import (Progress, StopRule, begin_fit, feature_names, stratified_split,
                         warn_interrupted, warn_stop)
 from ._validation import (check_choice, check_dtype, check_feature_scale, check_int,
@@ -154,11 +154,15 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own
         default (all cores).  One BLAS thread is fastest for narrow layers and safe
         when several fits run in parallel processes; raise it for layers of several
-        hundred units.  With ``solver="lysep"`` it is also the number of threads that
-        share the rows of the hidden Z steps and ridge blocks between narrow layers
-        (widths of at most five SIMD vectors: 20 float64 or 40 float32 units on AVX2,
-        twice that on AVX-512; -1: every core), which do not call BLAS; their
-        results do not depend on it, bit for bit.
+        hundred units.  With ``solver="lysep"`` the threads can also share the rows of
+        the hidden Z steps and ridge blocks between narrow layers (widths of at most
+        five SIMD vectors: 20 float64 or 40 float32 units on AVX2, twice that on
+        AVX-512), which do not call BLAS; their results do not depend on it, bit for
+        bit.  A fit gives the threads to one of the two, never both (two busy thread
+        pools on the same cores made sweeps 1.1-1.5x slower than one thread): to these
+        kernels when the blocks between narrow layers hold at least a third of the
+        products' work (n_in * n_out summed over the weights), BLAS then running one
+        thread; else to BLAS.  Predicting uses BLAS only.
     backend : {"compiled", "reference"}, default="compiled"
         The compiled kernels or the NumPy reference (slow; for testing).
 
@@ -266,7 +270,11 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         X, y_enc, validation = begin_fit(
             self, X, y_enc, names, continuing,
             lambda y: stratified_split(y, self.validation_fraction, rng))
-        with blas_threads(self.n_threads):
+        # one thread pool at a time: lysep's kernels or BLAS (see split_threads)
+        dims = (X.shape[1], *sizes, classes.shape[0])
+        n_blas, self._kernel_threads = split_threads(
+            self.n_threads, self.solver, list(zip(dims[:-2], dims[1:-1])), X.itemsize)
+        with blas_threads(n_blas):
             self._train(backend, X, y_enc, weights, biases, continuing, validation)
         return self
 
@@ -290,7 +298,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                 and old.low_memory == bool(self.low_memory)
                 and old.ridge_fallback == self.ridge_fallback
                 and all(np.array_equal(a, c) for a, c in zip(old.W + old.b, weights + biases))):
-            old.n_threads = kernel_threads(self.n_threads)   # results do not depend on it
+            old.n_threads = self._kernel_threads   # results do not depend on it
             return old      # resume Z, step sizes and J exactly (not after early stopping
             #                 gave coefs_ the best validation weights instead of the last)
         try:
@@ -298,7 +306,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
                                self.penalty_scale, per_sample=self.z_step == "per_sample",
                                search=LineSearch(), low_memory=self.low_memory,
                                ridge_fallback=self.ridge_fallback,
-                               n_threads=kernel_threads(self.n_threads))
+                               n_threads=self._kernel_threads)
         except MemoryError:
             raise MemoryError(_memory_message(X, weights, self.low_memory)) from None
         # blocks late in training decrease J by ~1e-4..1e-6 of J: a floor above that

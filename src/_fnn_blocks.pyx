@@ -16,7 +16,7 @@ from cython.parallel cimport prange, threadid
 
 from _blas cimport (gemm, axpy, narrow, rows_gemm, tn_gemm_acc, rows_gemm_gather, gram_upper_acc,
                    zgrad_rows, target_rows,
-                   trial_rows, lysep_smallgemm_vbytes, lysep_ssq_d, lysep_rows_nn_ex_d,
+                   trial_rows, lysep_smallgemm_vbytes, lysep_smallgemm_max_n, lysep_ssq_d, lysep_rows_nn_ex_d,
                    lysep_backprop_d, lysep_backprop_f,
                    lysep_rows_nn_ex_f, lysep_trial_rows_d, lysep_trial_rows_f,
                    lysep_gram_acc_d, lysep_gram_acc_f, lysep_zgrad_rows_d, lysep_zgrad_rows_f,
@@ -44,6 +44,15 @@ def openmp_threads(int n):
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     return lysep_omp_count(n)
+
+
+def narrow_width(size_t itemsize):
+    """The widest layer (units) the narrow kernels take on this CPU for elements of
+    `itemsize` bytes: the blocks between two layers this narrow run lysep's own products
+    (and its OpenMP row blocks, with n_threads > 1); a wider layer's products run in BLAS."""
+    if itemsize not in (4, 8):
+        raise ValueError(f"itemsize must be 4 (float32) or 8 (float64), got {itemsize}")
+    return lysep_smallgemm_max_n(lysep_smallgemm_vbytes(), itemsize)
 
 
 # ---------------------------------------------------------------------------

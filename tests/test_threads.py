@@ -5,11 +5,12 @@ import multiprocessing
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from lysep import CNNClassifier, FNNClassifier, _fnn_blocks
 from lysep._backend import COMPILED
 from lysep._sweep import LySepState
+from lysep._threads import split_threads, usable_cores
 
 from conftest import assert_same_fit, image_data, make_problem, true_loss
 
@@ -57,13 +58,60 @@ def test_estimators_fit_the_same_on_every_thread_count():
     J = np.array(two.surrogate_curve_)
     assert np.all(np.diff(J) <= 0)
     assert np.all(np.array(two.loss_curve_) <= two.bound_constant_ * J)
+    assert two._kernel_threads == _fnn_blocks.openmp_threads(2)
+    # a CNN whose dense layers hold most of the products: its kernels get the threads
     Xi, yi = image_data(n=600, H=8)
-    cnns = [CNNClassifier(conv_channels=(2,), hidden_layer_sizes=(10, 10), max_iter=4, tol=0,
-                          random_state=0, n_threads=t).fit(Xi, yi) for t in (1, 2)]
+    cnns = [CNNClassifier(conv_channels=(1,), hidden_layer_sizes=(20, 20, 20), max_iter=4,
+                          tol=0, random_state=0, n_threads=t).fit(Xi, yi) for t in (1, 2)]
     assert_same_fit(*cnns)
     two = cnns[1]                # batch-wise bound (MATH.md §6) at every iteration
+    assert two._kernel_threads == _fnn_blocks.openmp_threads(2)
     assert np.all(np.array(two.batch_loss_curve_)
                   <= two.bound_constant_ * np.array(two.surrogate_curve_))
+
+
+def test_split_threads_gives_the_budget_to_one_pool():
+    w = _fnn_blocks.narrow_width(8)
+    omp = _fnn_blocks.openmp_threads(2) == 2
+    narrow, wide = w // 2, 4 * w
+    deep = [(2, narrow)] + [(narrow, narrow)] * 6
+    assert split_threads(2, "lysep", deep, 8) == ((1, 2) if omp else (2, 1))
+    assert split_threads(1, "lysep", deep, 8) == (1, 1)
+    assert split_threads(2, "gd", deep, 8) == (2, 1)          # GD runs no OpenMP kernel
+    cores = usable_cores()
+    assert split_threads(-1, "lysep", deep, 8) == ((1, cores) if omp and cores > 1
+                                                   else (-1, 1))
+    # a wide layer holding most of the products: BLAS gets the threads (-1 leaves it alone)
+    mixed = [(2, wide), (wide, narrow)] + [(narrow, narrow)] * 2
+    assert split_threads(2, "lysep", mixed, 8) == (2, 1)
+    assert split_threads(-1, "lysep", mixed, 8) == (-1, 1)
+    # the narrow pairs' third of the work is the boundary; conv work counts as BLAS
+    half = [(narrow, narrow), (narrow, wide)]     # narrow work n^2, BLAS work 4 w n = 8 n^2
+    assert split_threads(2, "lysep", half, 8) == (2, 1)
+    assert split_threads(2, "lysep", [(narrow, narrow)], 8, 2 * narrow ** 2) == (
+        (1, 2) if omp else (2, 1))
+    assert split_threads(2, "lysep", [(narrow, narrow)], 8, 2 * narrow ** 2 + 1) == (2, 1)
+    with pytest.raises(ValueError, match="itemsize"):
+        _fnn_blocks.narrow_width(2)
+
+
+@pytest.mark.parametrize("hidden, pool", [((12,) * 4, "kernels"), ((300, 12, 12), "blas")])
+def test_a_fit_runs_one_thread_pool(hidden, pool):
+    """n_threads=2 gives both threads to lysep's kernels or to BLAS, never to both: the
+    BLAS limit seen during the fit and the state's kernel threads."""
+    if _fnn_blocks.openmp_threads(2) < 2:
+        pytest.skip("lysep was built without OpenMP")
+    X, y, _, _ = make_problem(N=600, d=6, K=3, seed=4)
+    seen = []
+
+    def callback(info):
+        seen.append({lib["num_threads"] for lib in threadpool_info()
+                     if lib["user_api"] == "blas"})
+    clf = FNNClassifier(hidden_layer_sizes=hidden, max_iter=2, tol=0, random_state=0,
+                        n_threads=2, callback=callback).fit(X, y)
+    blas, kernel = (1, 2) if pool == "kernels" else (2, 1)
+    assert seen and all(s == {blas} for s in seen)
+    assert clf._state.n_threads == kernel
 
 
 def _child():
