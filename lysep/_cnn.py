@@ -292,7 +292,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         conv_work = sum(c.out_shape[0] * c.out_shape[1] * c.patch * c.out_shape[2]
                         for c in arch.conv)
         n_blas, self._kernel_threads = split_threads(
-            self.n_threads, self.solver, list(zip(d[:-2], d[1:-1])), X.itemsize, conv_work)
+            self.n_threads, list(zip(d[:-2], d[1:-1])), X.itemsize, conv_work,
+            kernels=self.solver == "lysep")
         with blas_threads(n_blas):
             self._train(CNN_BACKENDS[self.backend], X, y_enc, weights, biases, rng,
                         continuing, validation)

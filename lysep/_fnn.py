@@ -154,15 +154,16 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         BLAS threads used while fitting and predicting; -1 leaves BLAS at its own
         default (all cores).  One BLAS thread is fastest for narrow layers and safe
         when several fits run in parallel processes; raise it for layers of several
-        hundred units.  With ``solver="lysep"`` the threads can also share the rows of
-        the hidden Z steps and ridge blocks between narrow layers (widths of at most
-        five SIMD vectors: 20 float64 or 40 float32 units on AVX2, twice that on
-        AVX-512), which do not call BLAS; their results do not depend on it, bit for
-        bit.  A fit gives the threads to one of the two, never both (two busy thread
-        pools on the same cores made sweeps 1.1-1.5x slower than one thread): to these
-        kernels when the blocks between narrow layers hold at least a third of the
-        products' work (n_in * n_out summed over the weights), BLAS then running one
-        thread; else to BLAS.  Predicting uses BLAS only.
+        hundred units.  The threads can instead share the rows of lysep's own kernels
+        between narrow layers (widths of at most five SIMD vectors: 20 float64 or 40
+        float32 units on AVX2, twice that on AVX-512), which do not call BLAS: the
+        forward pass (fit's loss evaluations, GD's forward pass, predict) and, with
+        ``solver="lysep"``, the hidden Z steps and ridge blocks; their results do not
+        depend on it, bit for bit.  The threads go to one of the two, never both (two
+        busy thread pools on the same cores made sweeps 1.1-1.5x slower than one
+        thread): to these kernels when the layers between narrow layers hold at least a
+        third of the products' work (n_in * n_out summed over the hidden layers'
+        weights), BLAS then running one thread; else to BLAS.
     backend : {"compiled", "reference"}, default="compiled"
         The compiled kernels or the NumPy reference (slow; for testing).
 
@@ -273,7 +274,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         # one thread pool at a time: lysep's kernels or BLAS (see split_threads)
         dims = (X.shape[1], *sizes, classes.shape[0])
         n_blas, self._kernel_threads = split_threads(
-            self.n_threads, self.solver, list(zip(dims[:-2], dims[1:-1])), X.itemsize)
+            self.n_threads, list(zip(dims[:-2], dims[1:-1])), X.itemsize)
         with blas_threads(n_blas):
             self._train(backend, X, y_enc, weights, biases, continuing, validation)
         return self
@@ -290,7 +291,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     def _make_state(self, backend, X, y, weights, biases, continuing):
         if self.solver == "gd":
             return GDState(backend, X, y, weights, biases, self.activation,
-                           self.learning_rate_init)
+                           self.learning_rate_init, self._kernel_threads)
         old = getattr(self, "_state", None)
         if (continuing and isinstance(old, LySepState) and old.X.shape == X.shape
                 and old.X.dtype == X.dtype and np.array_equal(old.X, X)
@@ -318,7 +319,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, backend, X, y, weights, biases, continuing, validation=None):
         state = self._make_state(backend, X, y, weights, biases, continuing)
         lysep = self.solver == "lysep"
-        fwd = Forward(backend, self.activation, X.dtype)
+        fwd = Forward(backend, self.activation, X.dtype, self._kernel_threads)
         self._state = state if lysep else None
         curves = (self.loss_curve_, self.accuracy_curve_, self.surrogate_curve_)
 
@@ -411,8 +412,10 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         dtype = self.coefs_[0].dtype.type
         X = check_X(X, dtype, n_features=self.n_features_in_, estimator=type(self).__name__)
-        fwd = Forward(BACKENDS["compiled"], self.activation, X.dtype)
-        with blas_threads(self.n_threads):
+        n_blas, n_kernel = split_threads(
+            self.n_threads, [W.shape for W in self.coefs_[:-1]], X.itemsize)
+        fwd = Forward(BACKENDS["compiled"], self.activation, X.dtype, n_kernel)
+        with blas_threads(n_blas):
             return fwd.logits(X, self.coefs_, self.intercepts_).copy()
 
     def predict_log_proba(self, X: ArrayLike) -> NDArray[np.floating]:

@@ -39,15 +39,16 @@ def affine(A, W, b, Z_out):
     Z_out[...] = A @ W + b
 
 
-def layer_forward(A_prev, W, b, kind, A_out, Z_out=None):
-    """A_out := sigma(A_prev W + b); Z_out := A_prev W + b when given."""
+def layer_forward(A_prev, W, b, kind, A_out, Z_out=None, n_threads=1):
+    """A_out := sigma(A_prev W + b); Z_out := A_prev W + b when given.  n_threads is the
+    compiled kernel's; the reference runs in one thread."""
     Z = A_prev @ W + b
     activation(Z, kind, A_out)
     if Z_out is not None:
         Z_out[...] = Z
 
 
-def network_forward(X, W, b, kind, A_out, G_out):
+def network_forward(X, W, b, kind, A_out, G_out, n_threads=1):
     """A_out[i] := sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X);
     G_out := the logits A_out[m-1] W[m] + b[m]."""
     prev = X

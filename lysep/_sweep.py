@@ -174,10 +174,11 @@ class Forward:
     #: bytes of one layer buffer of a forward pass that keeps nothing (rows per chunk)
     CHUNK_BYTES = 8 << 20
 
-    def __init__(self, backend, activation, dtype):
+    def __init__(self, backend, activation, dtype, n_threads=1):
         self.k = backend
         self.kind = ACTIVATION_CODES[activation]
         self.ws = _Workspace(dtype)
+        self.n_threads = n_threads      # the narrow layers' row blocks (same results)
 
     def logits(self, X, weights, biases, keep_layers=False, keep_pre=False, Z_out=None):
         """Return the logits.  With keep_layers the activations A[i] stay in self.A, and
@@ -200,7 +201,8 @@ class Forward:
             for i in range(L - 1):
                 A = self.ws(f"A{i % 2}", (rows, weights[i].shape[1]))[:nb]
                 self.k.layer_forward(prev, weights[i], biases[i], self.kind, A,
-                                     None if Z_out is None else Z_out[i][r0:r0 + nb])
+                                     None if Z_out is None else Z_out[i][r0:r0 + nb],
+                                     self.n_threads)
                 prev = A
             self.k.affine(prev, weights[-1], biases[-1], G[r0:r0 + nb])
         return G
@@ -216,7 +218,7 @@ class Forward:
                 return G
             A = self.ws(f"A{i}", (N, W.shape[1]))
             Z = self.ws(f"Z{i}", A.shape) if keep_pre else None
-            self.k.layer_forward(prev, W, b, self.kind, A, Z)
+            self.k.layer_forward(prev, W, b, self.kind, A, Z, self.n_threads)
             self.A.append(A)
             self.Z.append(Z)
             prev = A
@@ -305,7 +307,7 @@ class LySepState:
         """Z[i], A[i] and the cross-entropy `ce` from a forward pass of the true network:
         the state takes over the pass's buffers of Z and of the last activation (what the
         first block reads); the other activations are dropped."""
-        fwd = Forward(self.k, self.activation, self.X.dtype)
+        fwd = Forward(self.k, self.activation, self.X.dtype, self.n_threads)
         if self.low_memory:        # Z a chunk of rows at a time: no activation is kept
             self.Z = [np.empty((self.X.shape[0], W.shape[1]), self.X.dtype)
                       for W in self.W[:-1]]
@@ -617,8 +619,10 @@ class LySepState:
 class GDState:
     """Full-batch gradient descent by backpropagation (the CE-FNN baseline, MATH.md §7)."""
 
-    def __init__(self, backend, X, y, weights, biases, activation, learning_rate):
+    def __init__(self, backend, X, y, weights, biases, activation, learning_rate,
+                 n_threads=1):
         self.k, self.X, self.y = backend, X, y
+        self.n_threads = n_threads      # the forward pass's narrow layers (same results)
         self.W, self.b = weights, biases
         self.lr = learning_rate
         self.kind = ACTIVATION_CODES[activation]
@@ -636,7 +640,8 @@ class GDState:
 
     def forward(self):
         """Loss and accuracy at the current parameters; keeps what backprop needs."""
-        self.k.network_forward(self.X, self.W, self.b, self.kind, self.A, self.G)
+        self.k.network_forward(self.X, self.W, self.b, self.kind, self.A, self.G,
+                               self.n_threads)
         ce, n_correct = self.k.softmax_ce(self.G, self.y, self.P)
         return ce / self.N, n_correct / self.N
 

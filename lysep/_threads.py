@@ -59,11 +59,12 @@ def kernel_threads(n_threads):
     return int(n_threads)
 
 
-def split_threads(n_threads, solver, layer_pairs, itemsize, blas_only_work=0):
+def split_threads(n_threads, layer_pairs, itemsize, blas_only_work=0, kernels=True):
     """(BLAS threads, lysep kernel threads) of a fit with a budget of `n_threads`.
 
-    lysep's OpenMP kernels (the LySep Z steps and ridge blocks between layers within
-    the narrow kernels' width) and OpenBLAS keep separate thread pools, and the idle
+    lysep's OpenMP kernels (the forward pass's narrow layers, and the LySep Z steps and
+    ridge blocks between layers within the narrow kernels' width) and OpenBLAS keep
+    separate thread pools, and the idle
     threads of each spin for a while before they sleep.  With both pools at two threads
     on a 2-core machine, a sweep of a network with narrow and wide layers took 1.2-2x
     the time of the same sweep with either pool alone (``bench/bench_threads.py``), so
@@ -71,13 +72,14 @@ def split_threads(n_threads, solver, layer_pairs, itemsize, blas_only_work=0):
     hold at least a third of the products' work, else BLAS.  The work of a weight
     matrix is n_in * n_out per sample (`layer_pairs`: the (n_in, n_out) of every hidden
     layer's incoming weights); `blas_only_work` adds what always runs in BLAS (the CNN's
-    conv products).  GD runs no OpenMP kernel: BLAS gets the budget.
+    conv products).  kernels=False (a fit with no OpenMP kernel: the CNN's GD, whose
+    forward pass is not threaded) gives BLAS the budget.
 
     Returns (blas, kernel): `blas` is what ``blas_threads`` takes (n_threads itself,
     so -1 or None still leave BLAS at its default, or 1), `kernel` a thread count.
     """
     kernel = kernel_threads(n_threads)
-    if solver != "lysep" or kernel == 1:
+    if not kernels or kernel == 1:
         return n_threads, 1
     from . import _fnn_blocks
     width = _fnn_blocks.narrow_width(itemsize)

@@ -174,23 +174,51 @@ cdef int _layer_forward(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
     return 0
 
 
+cdef int _layer_forward_threads(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                                const floating *A_prev, const floating *W,
+                                const floating *b, int kind, floating *A_out,
+                                floating *Z_out, int n_threads) noexcept nogil:
+    """_layer_forward with the rows shared by up to n_threads OpenMP threads when both
+    widths fit the narrow kernels (no BLAS call inside): each thread takes a stripe of
+    whole blocks of _layer_forward's rows, so every block is computed as on one
+    thread and the results are the same, bit for bit.  Wider layers: one call (BLAS)."""
+    cdef Py_ssize_t block, n_blocks, s, r0, r1
+    cdef int nt = 1, failed = 0
+    if n_threads > 1 and narrow(n_in, sizeof(floating)) and narrow(n_out, sizeof(floating)):
+        block = _layer_block(N, n_in, n_out, sizeof(floating))
+        n_blocks = (N + block - 1) // block
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_blocks else n_blocks))
+    if nt == 1:
+        return _layer_forward(N, n_in, n_out, A_prev, W, b, kind, A_out, Z_out)
+    for s in prange(nt, num_threads=nt, schedule="static"):
+        _stripe_rows(s, nt, n_blocks, block, N, &r0, &r1)
+        failed |= _layer_forward(r1 - r0, n_in, n_out, A_prev + r0 * n_in, W, b, kind,
+                                 A_out + r0 * n_out,
+                                 Z_out + r0 * n_out if Z_out != NULL else NULL)
+    return failed
+
+
 def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
                   const floating[::1] b, int kind, floating[:, ::1] A_out,
-                  floating[:, ::1] Z_out=None):
+                  floating[:, ::1] Z_out=None, int n_threads=1):
     """A_out := sigma(A_prev W + b), and Z_out := A_prev W + b when given (one hidden
     layer of the true network, MATH.md §1).  Narrow layers run a block of rows at a
-    time, the activation reading the product while it is in cache."""
+    time, the activation reading the product while it is in cache, and (n_threads > 1)
+    their blocks on up to n_threads OpenMP threads, with the same results bit for bit."""
     cdef Py_ssize_t N = A_prev.shape[0], n_in = A_prev.shape[1], n_out = W.shape[1]
     cdef int failed
     check2("W", W.shape, n_in, n_out); check1("b", b.shape, n_out); check2("A_out", A_out.shape, N, n_out)
     cdef bint keep_z = Z_out is not None
     if keep_z:
         check2("Z_out", Z_out.shape, N, n_out)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0 or n_out == 0:
         return
     with nogil:
-        failed = _layer_forward(N, n_in, n_out, &A_prev[0, 0], &W[0, 0], &b[0], kind,
-                                &A_out[0, 0], &Z_out[0, 0] if keep_z else NULL)
+        failed = _layer_forward_threads(N, n_in, n_out, &A_prev[0, 0], &W[0, 0], &b[0], kind,
+                                        &A_out[0, 0], &Z_out[0, 0] if keep_z else NULL,
+                                        n_threads)
     if failed:
         raise MemoryError()
 
@@ -241,10 +269,11 @@ cdef int _network_arrays(Py_ssize_t N, Py_ssize_t n0, W, b, A, grad_W, grad_b,
 
 
 def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
-                    floating[:, ::1] G_out):
+                    floating[:, ::1] G_out, int n_threads=1):
     """The true network's forward pass (MATH.md §1) in one call: A_out[i] :=
     sigma(A_out[i-1] W[i] + b[i]) for every hidden layer (A_out[-1] = X), and the logits
-    G_out := A_out[m-1] W[m] + b[m].  Validated once, run without the GIL."""
+    G_out := A_out[m-1] W[m] + b[m].  Validated once, run without the GIL; the hidden
+    layers as layer_forward with n_threads (the same results for every count)."""
     cdef Py_ssize_t N = X.shape[0], L = len(W), i
     if L < 1 or len(b) != L or len(A_out) != L - 1:
         raise ValueError("W and b need one entry per layer and A_out one per hidden layer")
@@ -252,6 +281,8 @@ def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
         raise ValueError("unknown activation kind")
     if N == 0 or X.shape[1] == 0:
         raise ValueError("X needs a row and a column")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
     cdef floating **Wp = <floating **>malloc(L * sizeof(floating *))
     cdef floating **bp = <floating **>malloc(L * sizeof(floating *))
@@ -266,8 +297,9 @@ def network_forward(const floating[:, ::1] X, W, b, int kind, A_out,
         Ap[L - 1] = &G_out[0, 0]
         with nogil:
             for i in range(L - 1):
-                failed = _layer_forward(N, size[i], size[i + 1], &X[0, 0] if i == 0 else Ap[i - 1],
-                                        Wp[i], bp[i], kind, Ap[i], <floating *>NULL)
+                failed = _layer_forward_threads(
+                    N, size[i], size[i + 1], &X[0, 0] if i == 0 else Ap[i - 1], Wp[i], bp[i],
+                    kind, Ap[i], <floating *>NULL, n_threads)
                 if failed:
                     break
             if not failed:

@@ -75,24 +75,54 @@ def test_split_threads_gives_the_budget_to_one_pool():
     omp = _fnn_blocks.openmp_threads(2) == 2
     narrow, wide = w // 2, 4 * w
     deep = [(2, narrow)] + [(narrow, narrow)] * 6
-    assert split_threads(2, "lysep", deep, 8) == ((1, 2) if omp else (2, 1))
-    assert split_threads(1, "lysep", deep, 8) == (1, 1)
-    assert split_threads(2, "gd", deep, 8) == (2, 1)          # GD runs no OpenMP kernel
+    assert split_threads(2, deep, 8) == ((1, 2) if omp else (2, 1))
+    assert split_threads(1, deep, 8) == (1, 1)
+    assert split_threads(2, deep, 8, kernels=False) == (2, 1)   # e.g. the CNN's GD
     cores = usable_cores()
-    assert split_threads(-1, "lysep", deep, 8) == ((1, cores) if omp and cores > 1
+    assert split_threads(-1, deep, 8) == ((1, cores) if omp and cores > 1
                                                    else (-1, 1))
     # a wide layer holding most of the products: BLAS gets the threads (-1 leaves it alone)
     mixed = [(2, wide), (wide, narrow)] + [(narrow, narrow)] * 2
-    assert split_threads(2, "lysep", mixed, 8) == (2, 1)
-    assert split_threads(-1, "lysep", mixed, 8) == (-1, 1)
+    assert split_threads(2, mixed, 8) == (2, 1)
+    assert split_threads(-1, mixed, 8) == (-1, 1)
     # the narrow pairs' third of the work is the boundary; conv work counts as BLAS
     half = [(narrow, narrow), (narrow, wide)]     # narrow work n^2, BLAS work 4 w n = 8 n^2
-    assert split_threads(2, "lysep", half, 8) == (2, 1)
-    assert split_threads(2, "lysep", [(narrow, narrow)], 8, 2 * narrow ** 2) == (
+    assert split_threads(2, half, 8) == (2, 1)
+    assert split_threads(2, [(narrow, narrow)], 8, 2 * narrow ** 2) == (
         (1, 2) if omp else (2, 1))
-    assert split_threads(2, "lysep", [(narrow, narrow)], 8, 2 * narrow ** 2 + 1) == (2, 1)
+    assert split_threads(2, [(narrow, narrow)], 8, 2 * narrow ** 2 + 1) == (2, 1)
     with pytest.raises(ValueError, match="itemsize"):
         _fnn_blocks.narrow_width(2)
+
+
+def test_the_forward_pass_is_the_same_on_two_threads():
+    """network_forward and layer_forward share a narrow layer's row blocks between
+    threads (rows are independent): the same values, bit for bit; a wide layer stays
+    on one call."""
+    X, y, W, b = make_problem(N=1003, d=6, K=3, hidden=(12, 12, 60, 12), seed=5)
+    outs = []
+    for t in (1, 2, 3):
+        A = [np.empty((X.shape[0], w.shape[1])) for w in W[:-1]]
+        G = np.empty((X.shape[0], W[-1].shape[1]))
+        COMPILED.network_forward(X, W, b, 0, A, G, t)
+        Z = np.empty_like(A[0])
+        A0 = np.empty_like(A[0])
+        COMPILED.layer_forward(X, W[0], b[0], 0, A0, Z, t)
+        outs.append((A, G, Z, A0))
+    for A, G, Z, A0 in outs[1:]:
+        for a, a1 in zip(A + [G, Z, A0], outs[0][0] + list(outs[0][1:])):
+            np.testing.assert_array_equal(a, a1)
+    with pytest.raises(ValueError, match="n_threads"):
+        COMPILED.layer_forward(X, W[0], b[0], 0, A0, None, 0)
+
+
+def test_gd_fits_the_same_on_two_threads():
+    X, y, _, _ = make_problem(N=900, d=6, K=3, seed=6)
+    fits = [FNNClassifier(hidden_layer_sizes=(12,) * 4, solver="gd", max_iter=15, tol=0,
+                          random_state=0, n_threads=t).fit(X, y) for t in (1, 2)]
+    assert_same_fit(*fits)
+    assert fits[1]._kernel_threads == _fnn_blocks.openmp_threads(2)
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
 
 
 @pytest.mark.parametrize("hidden, pool", [((12,) * 4, "kernels"), ((300, 12, 12), "blas")])
