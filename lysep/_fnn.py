@@ -157,7 +157,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         hundred units.  The threads can instead share the rows of lysep's own kernels
         between narrow layers (widths of at most five SIMD vectors: 20 float64 or 40
         float32 units on AVX2, twice that on AVX-512), which do not call BLAS: the
-        forward pass (fit's loss evaluations, GD's forward pass, predict) and, with
+        forward pass (fit's loss evaluations, predict), GD's backpropagation and, with
         ``solver="lysep"``, the hidden Z steps and ridge blocks; their results do not
         depend on it, bit for bit.  The threads go to one of the two, never both (two
         busy thread pools on the same cores made sweeps 1.1-1.5x slower than one

@@ -374,7 +374,8 @@ def backprop_layer(delta, A_prev, W, grad_W_out, grad_b_out, D_prev=None,
         delta_prev_out[...] = (delta @ W.T) * D
 
 
-def backprop_step(P, X, A, W, b, kind, learning_rate, grad_W_out, grad_b_out, work_delta):
+def backprop_step(P, X, A, W, b, kind, learning_rate, grad_W_out, grad_b_out, work_delta,
+                  n_threads=1):
     """One gradient-descent step by backpropagation from the last forward's P =
     softmax(G) - Y and activations A (X feeds layer 0): delta = P / N at the logits,
     backprop_layer from the top layer down, W[i] -= lr grad_W[i] and b[i] -= lr grad_b[i]

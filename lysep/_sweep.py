@@ -649,4 +649,4 @@ class GDState:
         """One gradient step from the caches of the last forward(): backpropagation and the
         update of every layer in one backend call."""
         self.k.backprop_step(self.P, self.X, self.A, self.W, self.b, self.kind, self.lr,
-                             self.gW, self.gb, self.work_delta)
+                             self.gW, self.gb, self.work_delta, self.n_threads)

@@ -1525,34 +1525,82 @@ def bias_update_lean(const floating[:, ::1] A_prev, const floating[:, ::1] W,
 
 # ---------------------------------------------------------------------------
 # the gradient-descent baseline (MATH.md §7)
+cdef int _backprop_stripe(Py_ssize_t s, Py_ssize_t n_stripes, Py_ssize_t n_blocks,
+                          Py_ssize_t block, Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
+                          const floating *d, const floating *Ap, const floating *W,
+                          const floating *D, floating *dp, int deriv, int kind,
+                          floating *gW, floating *part, double *sums) noexcept nogil:
+    """The fused narrow kernel of _backprop on stripe s of the rows: its A_prev^T delta
+    into gW (stripe 0) or its slice of `part`, its column sums into its row of `sums`,
+    its rows of dp.  Returns the kernel's status (nonzero: the layer is not narrow)."""
+    cdef Py_ssize_t r0, r1
+    cdef int status
+    _stripe_rows(s, n_stripes, n_blocks, block, N, &r0, &r1)
+    cdef floating *g = gW if s == 0 else part + (s - 1) * n_in * n_out
+    cdef const floating *Dr = (D if D != NULL else Ap) + r0 * n_in
+    cdef floating *dpr = dp + r0 * n_in if dp != NULL else NULL
+    if floating is double:
+        status = lysep_backprop_d(lysep_smallgemm_vbytes(), r1 - r0, n_in, n_out,
+                                  Ap + r0 * n_in, d + r0 * n_out, W, Dr, deriv, g,
+                                  sums + s * n_out, dpr)
+    else:
+        status = lysep_backprop_f(lysep_smallgemm_vbytes(), r1 - r0, n_in, n_out,
+                                  Ap + r0 * n_in, d + r0 * n_out, W, Dr, deriv, g,
+                                  sums + s * n_out, dpr)
+    if status == 0 and dp != NULL and deriv == 0:   # softplus: its derivative after
+        act_derivative_times(kind, (r1 - r0) * n_in, Ap + r0 * n_in, dpr)
+    return status
+
+
 cdef int _backprop(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out, const floating *d,
                    const floating *Ap, const floating *W, floating *gW, floating *gb,
-                   const floating *D, floating *dp, int kind) noexcept nogil:
+                   const floating *D, floating *dp, int kind, int n_threads=1) noexcept nogil:
     """gW := A_prev^T delta, gb := column sums of delta and, when dp is not NULL,
     dp := (delta W^T) * sigma'(Z_prev) from D or, when D is NULL, from A_prev for
     activation `kind` (backprop_layer's block).  Narrow layers run the fused kernel of
-    _smallgemm.h (the derivative applied in the product's store, row chunks in L1);
-    else BLAS, a block of rows at a time.  Returns 1 when scratch memory is unavailable."""
-    cdef Py_ssize_t i, j, r0 = 0, nb, block
-    cdef int deriv = 0, status
+    _smallgemm.h (the derivative applied in the product's store, row chunks in L1) on
+    up to 8 stripes of whole 32 KB blocks of rows, a number fixed by N and the widths:
+    each stripe sums its own gW and column sums, added in stripe order, so up to
+    n_threads OpenMP threads give the same result, bit for bit, as one; else BLAS, a
+    block of rows at a time.  Returns 1 when scratch memory is unavailable."""
+    cdef Py_ssize_t i, j, r0 = 0, nb, block, n_blocks, n_stripes = 1, s
+    cdef int deriv = 0, status = 1, nt = 1
     if dp != NULL:      # the kernel's derivative codes: 1 tanh, 2 sigmoid, 3 relu, 4 D itself
         deriv = 4 if D != NULL else (kind + 1 if kind != SOFTPLUS else 0)
-    cdef double *sums = <double *>malloc(n_out * sizeof(double) + 1)
-    if sums == NULL:
+    block = _l1_rows(n_in if n_in > n_out else n_out, sizeof(floating))
+    n_blocks = (N + block - 1) // block
+    if narrow(n_in, sizeof(floating)) and narrow(n_out, sizeof(floating)):
+        n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
+    cdef double *sums = <double *>malloc(n_stripes * n_out * sizeof(double) + 1)
+    cdef floating *part = <floating *>malloc((n_stripes - 1) * n_in * n_out
+                                             * sizeof(floating) + 1)
+    if sums == NULL or part == NULL:
+        free(sums); free(part)
         return 1
-    if floating is double:
-        status = lysep_backprop_d(lysep_smallgemm_vbytes(), N, n_in, n_out, Ap, d, W,
-                                  D if D != NULL else Ap, deriv, gW, sums, dp)
-    else:
-        status = lysep_backprop_f(lysep_smallgemm_vbytes(), N, n_in, n_out, Ap, d, W,
-                                  D if D != NULL else Ap, deriv, gW, sums, dp)
+    if n_stripes > 1 and n_threads > 1:
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_stripes else n_stripes))
+    if nt > 1:
+        status = 0
+        for s in prange(n_stripes, num_threads=nt, schedule="dynamic"):
+            status |= _backprop_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, d,
+                                       Ap, W, D, dp, deriv, kind, gW, part, sums)
+    else:                   # one thread: a plain loop, not a parallel region of one
+        for s in range(n_stripes):
+            status = _backprop_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, d,
+                                      Ap, W, D, dp, deriv, kind, gW, part, sums)
+            if status:
+                break
     if status == 0:
-        if dp != NULL and deriv == 0:       # softplus: its derivative in a second pass
-            act_derivative_times(kind, N * n_in, Ap, dp)
+        for s in range(1, n_stripes):
+            for i in range(n_in * n_out):
+                gW[i] += part[(s - 1) * n_in * n_out + i]
+            for j in range(n_out):
+                sums[j] += sums[s * n_out + j]
         for j in range(n_out):
             gb[j] = <floating>sums[j]
-        free(sums)
+        free(sums); free(part)
         return 0
+    free(part)
     block = _layer_block(N, n_in, n_out, sizeof(floating))
     cdef floating *WT = <floating *>malloc(n_in * n_out * sizeof(floating) + 1)
     if WT == NULL:
@@ -1622,7 +1670,8 @@ def backprop_layer(const floating[:, ::1] delta, const floating[:, ::1] A_prev,
 
 
 def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, int kind,
-                  double learning_rate, grad_W_out, grad_b_out, work_delta):
+                  double learning_rate, grad_W_out, grad_b_out, work_delta,
+                  int n_threads=1):
     """One gradient-descent step by backpropagation (MATH.md §7) from the last forward:
     P = softmax(G) - Y at the logits, A[i] the activations of hidden layer i (X feeds
     layer 0).  With delta = P / N at the logits, for each layer i from the top:
@@ -1630,7 +1679,9 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
     delta := (delta W[i]^T) * sigma'(Z[i-1]) from A[i-1] for activation `kind`, then
     W[i] -= learning_rate grad_W_out[i] and b[i] -= learning_rate grad_b_out[i], in
     place.  work_delta: two 1-d arrays of at least N x (widest layer output) entries
-    that hold the deltas.  One call for all layers: validated once, run without the GIL."""
+    that hold the deltas.  One call for all layers: validated once, run without the GIL;
+    a narrow layer's rows on up to n_threads OpenMP threads (the same results for every
+    count, see _backprop)."""
     cdef Py_ssize_t N = P.shape[0], L = len(W), i, t, widest = P.shape[1]
     cdef floating[::1] buf0, buf1
     if L < 1 or len(b) != L or len(grad_W_out) != L or len(grad_b_out) != L \
@@ -1643,6 +1694,8 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
         raise ValueError("unknown activation kind")
     if N == 0 or X.shape[0] != N or X.shape[1] == 0:
         raise ValueError("X and P need the same, non-zero number of rows and X a column")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     cdef Py_ssize_t *size = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
     cdef floating **Ap = <floating **>malloc(L * sizeof(floating *))
     cdef floating **Wp = <floating **>malloc(L * sizeof(floating *))
@@ -1675,7 +1728,7 @@ def backprop_step(const floating[:, ::1] P, const floating[:, ::1] X, A, W, b, i
             for i in range(L - 1, -1, -1):
                 nxt = NULL if i == 0 else (&buf1[0] if (L - i) % 2 else &buf0[0])
                 failed = _backprop(N, size[i], size[i + 1], delta, Ap[i], Wp[i], gWp[i],
-                                   gbp[i], <floating *>NULL, nxt, kind)
+                                   gbp[i], <floating *>NULL, nxt, kind, n_threads)
                 if failed:
                     break
                 for t in range(size[i] * size[i + 1]):   # W[i] -= lr grad_W, after its use

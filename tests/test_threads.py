@@ -8,8 +8,8 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from lysep import CNNClassifier, FNNClassifier, _fnn_blocks
-from lysep._backend import COMPILED
-from lysep._sweep import LySepState
+from lysep._backend import COMPILED, REFERENCE
+from lysep._sweep import GDState, LySepState
 from lysep._threads import split_threads, usable_cores
 
 from conftest import assert_same_fit, image_data, make_problem, true_loss
@@ -114,6 +114,25 @@ def test_the_forward_pass_is_the_same_on_two_threads():
             np.testing.assert_array_equal(a, a1)
     with pytest.raises(ValueError, match="n_threads"):
         COMPILED.layer_forward(X, W[0], b[0], 0, A0, None, 0)
+
+
+def test_backprop_step_is_the_same_on_every_thread_count():
+    """Narrow layers' rows in up to 8 stripes fixed by N and the widths, their gradient
+    sums added in stripe order: the same step, bit for bit, on 1, 2 and 3 threads, and
+    the reference's to rounding; a wide layer (60) goes to BLAS as before."""
+    X, y, W0, b0 = make_problem(N=3001, d=6, K=3, hidden=(12, 60, 12, 12), seed=7)
+    results = []
+    for backend, t in ((COMPILED, 1), (COMPILED, 2), (COMPILED, 3), (REFERENCE, 1)):
+        W, b = [w.copy() for w in W0], [v.copy() for v in b0]
+        state = GDState(backend, X, y, W, b, "tanh", 0.5, n_threads=t)
+        state.forward()
+        state.update()
+        results.append(W + b + state.gW + state.gb)
+    for other in results[1:3]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
+    for a, c in zip(results[0], results[3]):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-15)
 
 
 def test_gd_fits_the_same_on_two_threads():
