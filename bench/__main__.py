@@ -130,7 +130,8 @@ def main(argv=None):
             for (w, d, N), warm, rounds, min_s in cfg["gd"]:
                 for dt in (np.float64, np.float32):
                     r = section(f"(b) GD {d}x{w} N={N} {np.dtype(dt).name}",
-                                lambda: gd_vs_torch(w, d, N, dt, warm, rounds, min_s, log))
+                                lambda: gd_vs_torch(w, d, N, dt, warm, rounds, min_s, log,
+                                                    threads=args.threads))
                     rec["gd_torch"]["rows"].append(r)
                     log(f"   -> lysep/torch {r['lysep_over_torch_median']:.2f} "
                         f"({r['lysep_ms_per_iteration']:.2f} vs {r['torch_ms_per_iteration']:.2f} ms/it)")

@@ -46,18 +46,24 @@ def torch_sgd_iteration(model, Xt, yt, lr):
     return it
 
 
-def gd_vs_torch(width, depth, N, dtype, warmup, rounds, min_sample_seconds, log, lr=0.1):
+def gd_vs_torch(width, depth, N, dtype, warmup, rounds, min_sample_seconds, log, lr=0.1,
+                threads=1):
+    """One GD iteration, lysep against torch, same network, same initial values.  With
+    `threads` > 1 (torch and BLAS pinned to it by the caller) lysep's kernels get the
+    threads as a fit gives them (``split_threads``: narrow layers' row blocks, else BLAS)."""
     torch = import_torch()
     from lysep._backend import COMPILED
     from lysep._fnn import init_parameters
     from lysep._sweep import GDState
+    from lysep._threads import split_threads
     from lysep.datasets import circle
     X, y = circle(N, random_state=0)
     X = X.astype(dtype)
     sizes = (2,) + (width,) * depth + (2,)
     W, b = init_parameters(sizes, np.random.default_rng(0), dtype)
     model = torch_mlp(W, b, dtype)                     # copies, before GD moves W, b
-    state = GDState(COMPILED, X, y, W, b, "tanh", lr)
+    n_kernel = split_threads(threads, list(zip(sizes[:-2], sizes[1:-1])), X.itemsize)[1]
+    state = GDState(COMPILED, X, y, W, b, "tanh", lr, n_threads=n_kernel)
     loss0_lysep = state.forward()[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
     with torch.no_grad():
@@ -79,6 +85,7 @@ def gd_vs_torch(width, depth, N, dtype, warmup, rounds, min_sample_seconds, log,
         loss_torch = float(torch.nn.functional.cross_entropy(model(Xt), yt))
     ratio, per_round = ratios(times["lysep"], times["torch"])
     res = {"width": width, "depth": depth, "N": N, "dtype": np.dtype(dtype).name, "lr": lr,
+           "lysep_kernel_threads": n_kernel,
            "iterations_per_sample": count, "rounds": rounds,
            "lysep_ms_per_iteration": median(times["lysep"]) / count * 1e3,
            "torch_ms_per_iteration": median(times["torch"]) / count * 1e3,
