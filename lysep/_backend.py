@@ -10,7 +10,7 @@ _NAMES = ("activation", "softmax_ce", "affine", "layer_forward", "network_forwar
           "output_step", "z_last_step", "z_hidden_step", "ridge_update", "bias_update",
           "backprop_layer", "backprop_step", "squared_norm", "z_last_work_rows",
           "z_hidden_work_rows", "z_last_step_lean", "z_hidden_step_lean",
-          "bias_update_lean")
+          "bias_update_lean", "activation_rows")
 
 
 def _compiled(name):

@@ -39,6 +39,11 @@ def affine(A, W, b, Z_out):
     Z_out[...] = A @ W + b
 
 
+def activation_rows(Z, kind, A_out, n_threads=1):
+    """A_out := sigma(Z); n_threads is the compiled kernel's (one thread here)."""
+    activation(Z, kind, A_out)
+
+
 def layer_forward(A_prev, W, b, kind, A_out, Z_out=None, n_threads=1):
     """A_out := sigma(A_prev W + b); Z_out := A_prev W + b when given.  n_threads is the
     compiled kernel's; the reference runs in one thread."""

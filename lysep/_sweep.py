@@ -126,6 +126,7 @@ class _Activations:
         self.Z, self.k, self.kind, self.spares = Z, backend, kind, spares
         self._cache = dict(kept or {})
         self._last = next(iter(self._cache), None)
+        self.n_threads = 1              # set by the state before each sweep
 
     def __len__(self):
         return len(self.Z)
@@ -136,7 +137,10 @@ class _Activations:
         if A is None:
             Z = self.Z[i]
             A = self._cache[i] = self.spares.take(Z.shape)
-            self.k.activation(Z, self.kind, A)
+            if self.n_threads > 1 and Z.ndim == 2:
+                self.k.activation_rows(Z, self.kind, A, self.n_threads)
+            else:
+                self.k.activation(Z, self.kind, A)
         self._last = i
         return A
 
@@ -396,6 +400,8 @@ class LySepState:
         """Run one sweep of Algorithm 1; return a dict of diagnostics."""
         self.stats = {"failed_rows": 0, "trials": 0, "fallbacks": 0, "ridge_at_fit": [],
                       "z_at_fit": []}
+        if isinstance(self.A, _Activations):
+            self.A.n_threads = self.n_threads
         self._timed("output", self._output_block)
         self._timed("z", self._last_hidden_block)
         for i in range(self.m - 1, -1, -1):

@@ -198,6 +198,37 @@ cdef int _layer_forward_threads(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
     return failed
 
 
+def activation_rows(const floating[:, ::1] Z, int kind, floating[:, ::1] A_out,
+                    int n_threads=1):
+    """A_out := sigma(Z) (the activation pass of a LySep sweep) with the rows shared by up
+    to n_threads OpenMP threads: stripes of whole groups of 8 rows, so each stripe starts
+    on a whole SIMD vector and only the last has the single call's tail; the values are
+    those of one call, bit for bit (tests/test_threads.py)."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], rows, s, r0, r1
+    cdef int nt = 1
+    check2("A_out", A_out.shape, N, n)
+    if not 0 <= kind <= 3:
+        raise ValueError(f"unknown activation code {kind}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+    if N == 0 or n == 0:
+        return
+    # below about 16k elements a parallel region costs more than it saves
+    if n_threads > 1 and N * n >= 16384 and N >= 16:
+        nt = lysep_omp_threads(n_threads)
+    rows = ((N + nt - 1) // nt + 7) // 8 * 8
+    with nogil:
+        if nt == 1:
+            act_forward(kind, N * n, &Z[0, 0], &A_out[0, 0], <floating *>NULL)
+        else:
+            for s in prange(nt, num_threads=nt, schedule="static"):
+                r0 = s * rows
+                r1 = r0 + rows if r0 + rows < N else N
+                if r0 < r1:
+                    act_forward(kind, (r1 - r0) * n, &Z[r0, 0], &A_out[r0, 0],
+                                <floating *>NULL)
+
+
 def layer_forward(const floating[:, ::1] A_prev, const floating[:, ::1] W,
                   const floating[::1] b, int kind, floating[:, ::1] A_out,
                   floating[:, ::1] Z_out=None, int n_threads=1):

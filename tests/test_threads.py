@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from lysep import CNNClassifier, FNNClassifier, _fnn_blocks
+from lysep import CNNClassifier, FNNClassifier, _activation, _fnn_blocks
 from lysep._backend import COMPILED, REFERENCE
 from lysep._sweep import GDState, LySepState
 from lysep._threads import split_threads, usable_cores
@@ -114,6 +114,24 @@ def test_the_forward_pass_is_the_same_on_two_threads():
             np.testing.assert_array_equal(a, a1)
     with pytest.raises(ValueError, match="n_threads"):
         COMPILED.layer_forward(X, W[0], b[0], 0, A0, None, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", [0, 1, 2, 3])
+def test_activation_rows_is_the_same_on_every_thread_count(kind, dtype):
+    """The sweep's activation pass in stripes of whole 8-row groups: the values of one
+    call, bit for bit, for odd shapes too."""
+    rng = np.random.default_rng(kind)
+    for N, n in ((3001, 20), (1029, 17), (20000, 3), (5, 7)):
+        Z = (rng.standard_normal((N, n)) * 3).astype(dtype)
+        one = np.empty_like(Z)
+        _activation.activation(Z, kind, one)
+        for t in (2, 3):
+            A = np.empty_like(Z)
+            _fnn_blocks.activation_rows(Z, kind, A, t)
+            np.testing.assert_array_equal(A, one)
+    with pytest.raises(ValueError, match="n_threads"):
+        _fnn_blocks.activation_rows(Z, kind, A, 0)
 
 
 def test_backprop_step_is_the_same_on_every_thread_count():
