@@ -202,7 +202,8 @@ def _predict(args):
 
 
 def info_record():
-    """Versions, compiled kernels, SIMD level and BLAS libraries (threadpoolctl)."""
+    """Versions, compiled kernels, SIMD level, the narrow kernels' width and OpenMP,
+    and BLAS libraries (threadpoolctl)."""
     import scipy
     from threadpoolctl import threadpool_info
 
@@ -223,6 +224,9 @@ def info_record():
     return {"lysep": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__,
             "platform": platform.platform(), "activation_simd": _activation.simd_level(),
+            "narrow_width": {"float64": _fnn_blocks.narrow_width(8),
+                             "float32": _fnn_blocks.narrow_width(4)},
+            "openmp": _fnn_blocks.openmp_threads(2) > 1,
             "kernels": kernels, "blas": blas, "notes": [note] if note else []}
 
 
@@ -233,7 +237,11 @@ def _info(args):
         return 0
     print(f"lysep {rec['lysep']} (Python {rec['python']}, numpy {rec['numpy']}, "
           f"scipy {rec['scipy']})\nplatform: {rec['platform']}\n"
-          f"activations: vectorised for {rec['activation_simd']}\ncompiled kernels:")
+          f"activations: vectorised for {rec['activation_simd']}")
+    w = rec["narrow_width"]
+    print(f"narrow kernels (lysep's own products; their rows on n_threads OpenMP threads"
+          f"{'' if rec['openmp'] else ': not built with OpenMP, one thread'}): layers of "
+          f"up to {w['float64']} float64 or {w['float32']} float32 units\ncompiled kernels:")
     for name, dtypes in sorted(rec["kernels"].items()):
         print(f"  {name:32s} {', '.join(dtypes)}")
     print("BLAS (threadpoolctl):")

@@ -119,8 +119,13 @@ def test_info_reports_kernels_and_blas():
     assert rec["kernels"]["_fnn_blocks.ridge_update"] == ["float32", "float64"]
     assert rec["blas"] and all(lib["num_threads"] >= 1 for lib in rec["blas"])
     assert rec["activation_simd"] in ("baseline", "avx2+fma", "avx512")
+    # five vectors of the widest SIMD level: 2, 4 or 8 doubles each (twice the floats)
+    assert rec["narrow_width"]["float64"] in (10, 20, 40)
+    assert rec["narrow_width"]["float32"] == 2 * rec["narrow_width"]["float64"]
+    assert isinstance(rec["openmp"], bool)
     text = run("info").stdout
     assert "compiled kernels" in text and "BLAS" in text
+    assert f"up to {rec['narrow_width']['float64']} float64" in text
     assert isinstance(rec["notes"], list)
 
 
