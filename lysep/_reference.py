@@ -178,8 +178,10 @@ def _z_search(Z, A, R, g, f0, floor, eta, lipschitz, max_backtracks, shrink, arm
 
 
 def z_last_step(Z, A, R, W, b, y, kind, omega, eta, lipschitz, max_backtracks, shrink,
-                armijo, grow, eta_max, Z_out, A_out, R_out, work_D, work_grad, work_P):
-    """Backtracking step on Z_m: rows f_i = CE(sigma(z) W + b, y_i) + omega ||r_i||^2."""
+                armijo, grow, eta_max, Z_out, A_out, R_out, work_D, work_grad, work_P,
+                n_threads=1):
+    """Backtracking step on Z_m: rows f_i = CE(sigma(z) W + b, y_i) + omega ||r_i||^2.
+    n_threads is the compiled kernel's; the reference runs in one thread."""
     dt = Z.dtype.type
     D = derivative_from_value(A, kind)
     ce_i, _, P = _ce_rows(A @ W + b, y)

@@ -493,7 +493,8 @@ class LySepState:
                 self.Z[i], self.A[i], self.R[i], self.W[m], self.b[m], self.y, self.kind,
                 om[i], self.eta_z[i], lipschitz, sr.max_backtracks, sr.shrink, sr.armijo,
                 sr.grow, sr.eta_max, self.Z2[i], self._candidate_activation(i), self.R2[i],
-                self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)))
+                self.ws("D", (rows, n)), self.ws("grad", (rows, n)), self.ws("P", (rows, K)),
+                self.n_threads)
             self._forget_activation(i)
         self.stats["failed_rows"] += n_failed
         self.stats["trials"] += n_trials

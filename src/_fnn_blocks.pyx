@@ -463,6 +463,32 @@ cdef void _search_free(_Search *s) noexcept nogil:
     free(s.accept)
 
 
+cdef _Search *_searches_alloc(int nt, Py_ssize_t block, double lipschitz, double shrink,
+                              double armijo, double grow, double eta_max, int shared,
+                              double eps) noexcept nogil:
+    """One search state per thread of a Z step, for blocks of `block` rows; NULL when
+    memory is short (nothing is left allocated then)."""
+    cdef _Search *srch = <_Search *>calloc(nt, sizeof(_Search))
+    cdef int tid, failed = srch == NULL
+    if failed:
+        return NULL
+    for tid in range(nt):
+        failed |= _search_alloc(&srch[tid], block, lipschitz, shrink, armijo, grow, eta_max,
+                                shared, eps)
+    if failed:
+        _searches_free(srch, nt)
+        return NULL
+    return srch
+
+
+cdef void _searches_free(_Search *srch, int nt) noexcept nogil:
+    cdef int tid
+    if srch != NULL:
+        for tid in range(nt):
+            _search_free(&srch[tid])
+        free(srch)
+
+
 cdef void _search_start(_Search *s, const double *eta) noexcept nogil:
     """First trial step of each row: its remembered step times `grow`, capped."""
     cdef Py_ssize_t i
@@ -584,6 +610,18 @@ cdef int _make_search(Py_ssize_t N, Py_ssize_t n_eta, double lipschitz, double s
         raise ValueError("line-search constants out of range")
 
 
+cdef inline Py_ssize_t _even_blocks(Py_ssize_t N, Py_ssize_t rows) noexcept nogil:
+    """Rows per block near `rows` that split N rows into an even number of blocks of
+    equal size (to a row), so that two threads of a Z step share them evenly; the blocks
+    depend on N and the widths only, not on the thread count, and neither do the
+    results."""
+    cdef Py_ssize_t n_blocks = (N + rows - 1) // rows
+    if n_blocks > 1:
+        n_blocks += n_blocks % 2
+        rows = (N + n_blocks - 1) // n_blocks
+    return rows
+
+
 cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t itemsize,
                             bint shared) noexcept nogil:
     """Rows per block of a Z step.  A per-sample search decides each row alone, so rows
@@ -594,19 +632,12 @@ cdef Py_ssize_t _block_rows(Py_ssize_t N, Py_ssize_t n, Py_ssize_t n2, size_t it
     19x20 sweep took 19% longer), about 256 KB per array and at least 256 rows for
     wider layers (fewer rows made BLAS repack W too often: 0.55 instead of 0.61 of the
     DGEMM rate at 4x512).  A shared step couples all rows: one block of N rows."""
-    cdef Py_ssize_t rows, n_blocks, width = n if n > n2 else n2
+    cdef Py_ssize_t rows, width = n if n > n2 else n2
     if shared:
         return N
     if narrow(n, itemsize) and narrow(n2, itemsize):
         rows = 65536 // <Py_ssize_t>(width * itemsize)
-        rows = 8 if rows < 8 else rows
-        # an even number of blocks of equal size (to a row), so that two threads
-        # (z_hidden_step's n_threads) share them evenly; the blocks do not depend on
-        # the thread count, and neither do the results
-        n_blocks = (N + rows - 1) // rows
-        if n_blocks > 1:
-            n_blocks += n_blocks % 2
-            rows = (N + n_blocks - 1) // n_blocks
+        rows = _even_blocks(N, 8 if rows < 8 else rows)
     else:
         rows = 262144 // <Py_ssize_t>(width * itemsize)
         rows = 256 if rows < 256 else rows
@@ -689,6 +720,10 @@ cdef Py_ssize_t _last_block_rows(Py_ssize_t N, Py_ssize_t n, size_t itemsize,
     cdef Py_ssize_t rows
     if shared:
         return N
+    if narrow(n, itemsize):      # about 64 KB per array (z_last_step's n_threads)
+        rows = 65536 // <Py_ssize_t>(n * itemsize)
+        rows = _even_blocks(N, 64 if rows < 64 else rows)
+        return rows if rows < N else N
     rows = 262144 // <Py_ssize_t>(n * itemsize) if n > 0 else N
     rows = 256 if rows < 256 else rows
     return rows if rows < N else N
@@ -711,7 +746,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
                 int kind, double omega, double[::1] eta, double lipschitz,
                 int max_backtracks, double shrink, double armijo, double grow, double eta_max,
                 floating[:, ::1] Z_out, floating[:, ::1] A_out, floating[:, ::1] R_out,
-                floating[:, ::1] work_D, floating[:, ::1] work_grad, floating[:, ::1] work_P):
+                floating[:, ::1] work_D, floating[:, ::1] work_grad, floating[:, ::1] work_P,
+                int n_threads=1):
     """Backtracking gradient step on the last hidden pre-activation Z_m (MATH.md §4 step 2).
 
     Row objective f_i(z) = CE(W^T sigma(z) + b, y_i) + omega ||r_i||^2 where the residual
@@ -720,54 +756,94 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     block of N rows).  The work arrays need hold only a block (z_last_work_rows(N, n,
     itemsize, shared) rows).  A_out may be None: the candidate's activations are then
     not written (the caller recomputes them from Z_out).  eta is updated in place.
+    Each block's cross-entropies are summed, and the blocks' sums added in block order;
+    with per-sample steps and both widths in the narrow kernels' range, up to n_threads
+    OpenMP threads take the blocks, each with its own search state and work arrays
+    (the given ones for the first thread), and the results are the same, bit for bit,
+    for every thread count.
     Returns (ce_sum_new, ||R_out||^2, n_failed_rows, n_trials).
     """
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
-    cdef Py_ssize_t r0, nb, block, n_failed = 0
-    cdef int t, n_trials = 0
+    cdef Py_ssize_t r0, nb, block, n_blocks, blk, n_failed = 0
+    cdef int t, tid, nt = 1, n_trials = 0
     cdef double ce_sum = 0, r_sum
     cdef bint shared = eta.shape[0] == 1
-    cdef _Search s
     check2("A", A.shape, N, n); check2("R", R.shape, N, n)
     check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
     if A_out is not None:
         check2("A_out", A_out.shape, N, n)
     check2("W", W.shape, n, K); check1("b", b.shape, K); check1("y", y.shape, N)
     _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _last_block_rows(N, n, sizeof(floating), shared)
     check_rows("work_D", work_D.shape, block, n); check_rows("work_grad", work_grad.shape, block, n)
     check_rows("work_P", work_P.shape, block, K)
-    if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
-                     _eps(&Z[0, 0])):
-        _search_free(&s)
-        raise MemoryError()
-    cdef double *ce_i = <double *>malloc(block * sizeof(double))
-    cdef double *ce_t = <double *>malloc(block * sizeof(double))
-    cdef floating *Zc = <floating *>malloc(block * n * sizeof(floating) + 1)
-    cdef double *rs_t = <double *>malloc(block * sizeof(double))
-    if not (ce_i and ce_t and Zc and rs_t):
-        free(ce_i); free(ce_t); free(Zc); free(rs_t); _search_free(&s)
+    n_blocks = (N + block - 1) // block
+    if not shared and narrow(n, sizeof(floating)) and narrow(K, sizeof(floating)):
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_blocks else n_blocks))
+    # per thread: a search state, Zc (block x n), ce_i, ce_t, rs_t (block each) and,
+    # beyond the first thread, its own work_D, work_grad (block x n), work_P (block x K)
+    cdef Py_ssize_t per = block * (2 * n + K)
+    cdef _Search *srch = _searches_alloc(nt, block, lipschitz, shrink, armijo, grow, eta_max,
+                                         shared, _eps(&Z[0, 0]))
+    cdef floating *extra = <floating *>malloc((nt - 1) * per * sizeof(floating) + 1)
+    cdef floating *Zc = <floating *>malloc(nt * block * n * sizeof(floating) + 1)
+    cdef double *dw = <double *>malloc(nt * 3 * block * sizeof(double) + 1)
+    # per block: its cross-entropy sum, failed rows and trial rounds
+    cdef double *blk_ce = <double *>calloc(n_blocks, sizeof(double))
+    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
+    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
+    if (srch == NULL or extra == NULL or Zc == NULL or dw == NULL or blk_ce == NULL
+            or blk_failed == NULL or blk_trials == NULL):
+        _searches_free(srch, nt)
+        free(extra); free(Zc); free(dw); free(blk_ce); free(blk_failed); free(blk_trials)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
+    cdef const floating *pZ = &Z[0, 0]
+    cdef const floating *pA = &A[0, 0]
+    cdef const floating *pR = &R[0, 0]
+    cdef const int64_t *py = &y[0]
+    cdef floating *pZo = &Z_out[0, 0]
+    cdef floating *pRo = &R_out[0, 0]
+    cdef floating *pD = &work_D[0, 0]
+    cdef floating *pg = &work_grad[0, 0]
+    cdef floating *pP = &work_P[0, 0]
+    cdef floating *tw
     with nogil:
-        r0 = 0
-        while r0 < N:
+        # sigma'(Z) then compact trial activations in work_D; P - Y then compact trial
+        # logits in work_P; one thread: a plain loop, not a parallel region of one
+        for blk in prange(n_blocks if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+            tid = threadid()
+            r0 = blk * block
             nb = block if r0 + block <= N else N - r0
-            # sigma'(Z) then compact trial activations in work_D; P - Y then compact
-            # trial logits in work_P
-            t = _z_last_rows(&s, nb, n, K, kind, &Z[r0, 0], &A[r0, 0], &R[r0, 0],
-                             &W[0, 0], &b[0], &y[r0], omega, max_backtracks,
-                             &eta[0 if shared else r0], &Z_out[r0, 0],
-                             Ao if Ao == NULL else Ao + r0 * n, &R_out[r0, 0],
-                             &work_D[0, 0], &work_grad[0, 0], &work_P[0, 0],
-                             Zc, ce_i, ce_t, rs_t, &n_failed, &ce_sum)
-            n_trials = t if t > n_trials else n_trials   # rounds: the most any row took
-            r0 += nb
+            tw = extra + (tid - 1) * per if tid > 0 else extra
+            blk_trials[blk] = _z_last_rows(
+                &srch[tid], nb, n, K, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
+                &W[0, 0], &b[0], py + r0, omega, max_backtracks,
+                &eta[0 if shared else r0], pZo + r0 * n, NULL if Ao == NULL else Ao + r0 * n,
+                pRo + r0 * n, pD if tid == 0 else tw, pg if tid == 0 else tw + block * n,
+                pP if tid == 0 else tw + 2 * block * n, Zc + tid * block * n,
+                dw + tid * 3 * block, dw + tid * 3 * block + block,
+                dw + tid * 3 * block + 2 * block, &blk_failed[blk], &blk_ce[blk])
+        for blk in range(n_blocks if nt == 1 else 0):
+            r0 = blk * block
+            nb = block if r0 + block <= N else N - r0
+            blk_trials[blk] = _z_last_rows(
+                &srch[0], nb, n, K, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
+                &W[0, 0], &b[0], py + r0, omega, max_backtracks,
+                &eta[0 if shared else r0], pZo + r0 * n, NULL if Ao == NULL else Ao + r0 * n,
+                pRo + r0 * n, pD, pg, pP, Zc, dw, dw + block, dw + 2 * block,
+                &blk_failed[blk], &blk_ce[blk])
+        for blk in range(n_blocks):          # in block order
+            ce_sum += blk_ce[blk]
+            n_failed += blk_failed[blk]
+            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
         r_sum = _ssq(N * n, &R_out[0, 0])
-    _search_free(&s)
-    free(ce_i); free(ce_t); free(Zc); free(rs_t)
+    _searches_free(srch, nt)
+    free(extra); free(Zc); free(dw); free(blk_ce); free(blk_failed); free(blk_trials)
     return ce_sum, r_sum, n_failed, n_trials
 
 
@@ -913,7 +989,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     # per thread: a search state and, beyond the first thread, its own work arrays
     # (D, grad: block x n; Zb, Rc: block x n2); per thread too: Zc and the row sums sq
     cdef Py_ssize_t per = block * (2 * n + 2 * n2)
-    cdef _Search *srch = <_Search *>calloc(nt, sizeof(_Search))
+    cdef _Search *srch = _searches_alloc(nt, block, lipschitz, shrink, armijo, grow, eta_max,
+                                         shared, _eps(&Z[0, 0]))
     cdef floating *extra = <floating *>malloc((nt - 1) * per * sizeof(floating) + 1)
     cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
     cdef floating *Zc = <floating *>malloc(nt * block * n * sizeof(floating) + 1)
@@ -923,18 +1000,10 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
     cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
     cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    cdef int failed = (srch == NULL or extra == NULL or WT == NULL or Zc == NULL
-                       or sq == NULL or kept == NULL or blk_sum == NULL
-                       or blk_failed == NULL or blk_trials == NULL)
-    if not failed:
-        for tid in range(nt):
-            failed |= _search_alloc(&srch[tid], block, lipschitz, shrink, armijo, grow,
-                                    eta_max, shared, _eps(&Z[0, 0]))
-    if failed:
-        if srch != NULL:
-            for tid in range(nt):
-                _search_free(&srch[tid])
-        free(srch); free(extra); free(WT); free(Zc); free(sq); free(kept)
+    if (srch == NULL or extra == NULL or WT == NULL or Zc == NULL or sq == NULL
+            or kept == NULL or blk_sum == NULL or blk_failed == NULL or blk_trials == NULL):
+        _searches_free(srch, nt)
+        free(extra); free(WT); free(Zc); free(sq); free(kept)
         free(blk_sum); free(blk_failed); free(blk_trials)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
@@ -987,9 +1056,8 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                 _keep_row(i, n, &Z[0, 0], &A[0, 0], &R[0, 0], &Z_out[0, 0], Ao,
                           &R_out[0, 0])
                 memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
-    for tid in range(nt):
-        _search_free(&srch[tid])
-    free(srch); free(extra); free(WT); free(Zc); free(sq); free(kept)
+    _searches_free(srch, nt)
+    free(extra); free(WT); free(Zc); free(sq); free(kept)
     free(blk_sum); free(blk_failed); free(blk_trials)
     return r_sum, rn_sum, n_failed, n_trials
 

@@ -220,8 +220,9 @@ def test_z_hidden_step_over_many_blocks_matches_reference(per_sample, n, n2, dty
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "shared"])
 @pytest.mark.parametrize("n,K", [(20, 3), (300, 2), (120, 10)])
 def test_z_last_step_over_many_blocks_matches_reference(per_sample, n, K, dtype):
-    """Rows beyond one block of z_last_step (256 rows at least, about 256 KB per array),
-    with work arrays of only the rows z_last_work_rows asks for: the same result, bit for
+    """Rows beyond one block of z_last_step (narrow rows: about 64 KB per array in an
+    even number of equal blocks; wider: 256 rows at least, about 256 KB per array), with
+    work arrays of only the rows z_last_work_rows asks for: the same result, bit for
     bit, as with work arrays of all N rows, and the reference's to rounding."""
     N = 4000 if n == 20 else 700
     Z = rng.normal(size=(N, n)).astype(dtype)
@@ -231,7 +232,15 @@ def test_z_last_step_over_many_blocks_matches_reference(per_sample, n, K, dtype)
     b = rng.normal(size=K).astype(dtype)
     y = rng.integers(0, K, N).astype(np.int64)
     rows = _fnn_blocks.z_last_work_rows(N, n, np.dtype(dtype).itemsize, not per_sample)
-    assert rows == (N if not per_sample else min(N, max(256, 262144 // (n * np.dtype(dtype).itemsize))))
+    size = np.dtype(dtype).itemsize
+    if not per_sample:
+        expected = N
+    elif n <= _fnn_blocks.narrow_width(size):
+        blocks = -(-N // max(64, 65536 // (n * size)))
+        expected = -(-N // (blocks + blocks % 2))
+    else:
+        expected = min(N, max(256, 262144 // (n * size)))
+    assert rows == expected
     if per_sample:
         assert rows < N                              # really several blocks
     res = []

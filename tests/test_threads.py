@@ -117,6 +117,34 @@ def test_the_forward_pass_is_the_same_on_two_threads():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_z_last_step_is_the_same_on_every_thread_count(dtype):
+    """The last hidden Z step's blocks of rows on 1, 2 and 3 threads: the same candidate,
+    sums, counts and step memory, bit for bit."""
+    X, y, W, b = make_problem(N=12001, d=6, K=3, hidden=(12, 20), dtype=dtype, seed=8)
+    N, n, K = X.shape[0], 20, 3
+    rng = np.random.default_rng(8)
+    Z = rng.standard_normal((N, n)).astype(dtype)
+    A = np.tanh(Z)
+    R = (rng.standard_normal((N, n)) * 0.1).astype(dtype)
+    rows = _fnn_blocks.z_last_work_rows(N, n, X.itemsize, False)
+    assert rows < N // 2                   # several blocks, so the threads share them
+    outs = []
+    for t in (1, 2, 3):
+        eta = np.ones(N)
+        Zo, Ao, Ro = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)
+        res = _fnn_blocks.z_last_step(
+            Z, A, R, W[-1], b[-1], y, 0, 0.3, eta, 5.0, 20, 0.5, 1e-4, 2.0, 1e6, Zo, Ao, Ro,
+            np.empty((rows, n), dtype), np.empty((rows, n), dtype), np.empty((rows, K), dtype),
+            t)
+        outs.append((res, eta, Zo, Ao, Ro))
+    for res, eta, Zo, Ao, Ro in outs[1:]:
+        assert res == outs[0][0]
+        for a, c in zip((eta, Zo, Ao, Ro), outs[0][1:]):
+            np.testing.assert_array_equal(a, c)
+    assert outs[0][0][2] < N                # some rows moved
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", [0, 1, 2, 3])
 def test_activation_rows_is_the_same_on_every_thread_count(kind, dtype):
     """The sweep's activation pass in stripes of whole 8-row groups: the values of one
