@@ -159,7 +159,7 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
         float32 units on AVX2, twice that on AVX-512), which do not call BLAS: the
         forward pass (fit's loss evaluations, predict), GD's backpropagation and, with
         ``solver="lysep"``, the hidden Z steps and ridge blocks; their results do not
-        depend on it, bit for bit.  The threads go to one of the two, never both (two
+        depend on it, bit for bit (BLAS's threaded products only to rounding).  The threads go to one of the two, never both (two
         busy thread pools on the same cores made sweeps 1.1-1.5x slower than one
         thread): to these kernels when the layers between narrow layers hold at least a
         third of the products' work (n_in * n_out summed over the hidden layers'
