@@ -272,9 +272,8 @@ class FNNClassifier(ClassifierMixin, BaseEstimator):
             self, X, y_enc, names, continuing,
             lambda y: stratified_split(y, self.validation_fraction, rng))
         # one thread pool at a time: lysep's kernels or BLAS (see split_threads)
-        dims = (X.shape[1], *sizes, classes.shape[0])
         n_blas, self._kernel_threads = split_threads(
-            self.n_threads, list(zip(dims[:-2], dims[1:-1])), X.itemsize)
+            self.n_threads, [W.shape for W in weights[:-1]], X.itemsize)
         with blas_threads(n_blas):
             self._train(backend, X, y_enc, weights, biases, continuing, validation)
         return self

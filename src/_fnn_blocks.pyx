@@ -814,8 +814,8 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef floating *tw
     with nogil:
         # sigma'(Z) then compact trial activations in work_D; P - Y then compact trial
-        # logits in work_P; one thread: a plain loop, not a parallel region of one
-        for blk in prange(n_blocks if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+        # logits in work_P (one region per sweep: one thread needs no plain-loop copy)
+        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
             tid = threadid()
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
@@ -828,15 +828,6 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
                 pP if tid == 0 else tw + 2 * block * n, Zc + tid * block * n,
                 dw + tid * 3 * block, dw + tid * 3 * block + block,
                 dw + tid * 3 * block + 2 * block, &blk_failed[blk], &blk_ce[blk])
-        for blk in range(n_blocks if nt == 1 else 0):
-            r0 = blk * block
-            nb = block if r0 + block <= N else N - r0
-            blk_trials[blk] = _z_last_rows(
-                &srch[0], nb, n, K, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
-                &W[0, 0], &b[0], py + r0, omega, max_backtracks,
-                &eta[0 if shared else r0], pZo + r0 * n, NULL if Ao == NULL else Ao + r0 * n,
-                pRo + r0 * n, pD, pg, pP, Zc, dw, dw + block, dw + 2 * block,
-                &blk_failed[blk], &blk_ce[blk])
         for blk in range(n_blocks):          # in block order
             ce_sum += blk_ce[blk]
             n_failed += blk_failed[blk]
