@@ -319,9 +319,10 @@ def _column_sums(colsum_out, R, R_new):
 
 def z_last_step_lean(src, kind_prev, W, b, Z, W_next, b_next, y, kind, omega, eta,
                      lipschitz, max_backtracks, shrink, armijo, grow, eta_max, Z_out,
-                     colsum_out=None):
+                     colsum_out=None, n_threads=1):
     """z_last_step from recomputed R = (Z - b) - sigma(src) W and A = sigma(Z); only
-    Z_out is written.  colsum_out (2 x n): the column sums of R and of R_new."""
+    Z_out is written.  colsum_out (2 x n): the column sums of R and of R_new.
+    n_threads is the compiled kernel's; the reference runs in one thread."""
     R, A = _recomputed(src, kind_prev, W, b, Z, kind)
     R_out = np.empty_like(R)
     out = z_last_step(Z, A, R, W_next, b_next, y, kind, omega, eta, lipschitz,
@@ -333,10 +334,11 @@ def z_last_step_lean(src, kind_prev, W, b, Z, W_next, b_next, y, kind, omega, et
 
 def z_hidden_step_lean(src, kind_prev, W, b, Z, W_next, Z_next, b_next, kind, omega,
                        omega_next, eta, lipschitz, max_backtracks, shrink, armijo, grow,
-                       eta_max, Z_out, colsum_out=None):
+                       eta_max, Z_out, colsum_out=None, n_threads=1):
     """z_hidden_step from recomputed R = (Z - b) - sigma(src) W, A = sigma(Z) and
     R_next = (Z_next - b_next) - A W_next; only Z_out is written.  colsum_out (2 x n):
-    the column sums of R and of R_new."""
+    the column sums of R and of R_new.  n_threads is the compiled kernel's; the
+    reference runs in one thread."""
     R, A = _recomputed(src, kind_prev, W, b, Z, kind)
     R_next = (Z_next - b_next) - A @ W_next
     R_out = np.empty_like(R)

@@ -240,11 +240,11 @@ class LySepState:
     ``weights`` and ``biases`` are lists of arrays owned by the caller; the state
     replaces their entries (never mutates them half-way) when a block is accepted.
 
-    ``n_threads``: threads of the compiled ridge blocks and (not in low_memory mode)
-    hidden Z blocks between narrow layers (they split the rows into blocks that do not
-    depend on the count, and add the blocks' sums in a fixed order: the results do not
-    depend on the count).  BLAS threads are set by
-    the caller (``lysep._threads.blas_threads``).
+    ``n_threads``: threads of the compiled ridge, bias and activation passes and of the
+    Z blocks between narrow layers, in both modes (they split the rows into blocks that
+    do not depend on the count, and add the blocks' sums in a fixed order: the results
+    do not depend on the count).  BLAS threads are set by the caller
+    (``lysep._threads.blas_threads``).
 
     ``low_memory``: store the Z[i] and nothing else of their size but one candidate
     (MATH.md §4 "Memory"): every block recomputes the residuals and activations it
@@ -484,7 +484,7 @@ class LySepState:
             ce_new, r_new, n_failed, n_trials = k.z_last_step_lean(
                 src, kind_prev, self.W[i], self.b[i], self.Z[i], self.W[m], self.b[m],
                 self.y, self.kind, om[i], self.eta_z[i], lipschitz, sr.max_backtracks,
-                sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i], colsum)
+                sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[i], colsum, self.n_threads)
         else:
             n, K = self.Z[i].shape[1], self.W[m].shape[1]
             # work arrays of a block of rows (all N for a shared step)
@@ -568,7 +568,7 @@ class LySepState:
                 src, kind_prev, self.W[j], self.b[j], self.Z[j], self.W[i], self.Z[i],
                 self.b[i], self.kind, om[j], om[i], self.eta_z[j], lipschitz,
                 sr.max_backtracks, sr.shrink, sr.armijo, sr.grow, sr.eta_max, self.Z2[j],
-                colsum)
+                colsum, self.n_threads)
             self._colsums[j] = colsum[0]        # R_j's sums unless the block is kept
         else:
             n, n2 = self.Z[j].shape[1], self.Z[i].shape[1]

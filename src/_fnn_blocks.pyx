@@ -1088,66 +1088,99 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
                      const int64_t[::1] y, int kind, double omega, double[::1] eta,
                      double lipschitz, int max_backtracks, double shrink, double armijo,
                      double grow, double eta_max, floating[:, ::1] Z_out,
-                     double[:, ::1] colsum_out=None):
+                     double[:, ::1] colsum_out=None, int n_threads=1):
     """z_last_step of the low-memory sweep.  Each block of rows recomputes its residual
     R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z)
     and its activations sigma(Z), then runs the same search against the output layer
     (W_next, b_next); only Z_out is written.  The work arrays hold a block of rows and
     are allocated here.  colsum_out (2 x n), if given, receives the column sums of R
     and of R_new (what the bias block needs: see bias_update_lean).
+    Every sum (cross-entropies, norms, column sums) is taken per block and the blocks'
+    sums added in block order; with per-sample steps and every width (src's, Z's and
+    the output's) in the narrow kernels' range, up to n_threads OpenMP threads take the
+    blocks, each with its own search state and work arrays, and the results are the
+    same, bit for bit, for every thread count.
     Returns (ce_sum_new, ||R_new||^2, n_failed_rows, n_trials)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W_next.shape[1], n_prev = src.shape[1]
-    cdef Py_ssize_t r0, nb, block, n_failed = 0
-    cdef int t, n_trials = 0
+    cdef Py_ssize_t j, r0, nb, block, n_blocks, blk, n_failed = 0
+    cdef int tid, nt = 1, n_trials = 0
     cdef double ce_sum = 0, r_sum = 0
     cdef bint shared = eta.shape[0] == 1
-    cdef _Search s
     check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
     check2("Z_out", Z_out.shape, N, n); check2("W_next", W_next.shape, n, K)
     check1("b_next", b_next.shape, K); check1("y", y.shape, N)
     cdef double *col = _colsum_start(colsum_out, n)
     _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _last_block_rows(N, n, sizeof(floating), shared)
-    if _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max, shared,
-                     _eps(&Z[0, 0])):
-        _search_free(&s)
+    n_blocks = (N + block - 1) // block
+    if (not shared and narrow(n, sizeof(floating)) and narrow(K, sizeof(floating))
+            and narrow(n_prev, sizeof(floating))):
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_blocks else n_blocks))
+    # per thread: a search state; per row of a block: sigma(src), A, R, D, grad, the
+    # compact copy Zc, R_out; P; and the search's three row sums
+    cdef Py_ssize_t per = block * (n_prev + 6 * n + K)
+    cdef _Search *srch = _searches_alloc(nt, block, lipschitz, shrink, armijo, grow, eta_max,
+                                         shared, _eps(&Z[0, 0]))
+    cdef floating *buf = <floating *>malloc(nt * per * sizeof(floating) + 1)
+    cdef double *sums = <double *>malloc(nt * 3 * block * sizeof(double))
+    # per block: its cross-entropy and norm sums, failed rows, trial rounds, column sums
+    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
+    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
+    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
+    cdef double *blk_col = <double *>calloc(2 * n * n_blocks if col != NULL else 1,
+                                            sizeof(double))
+    if (srch == NULL or buf == NULL or sums == NULL or blk_sum == NULL or blk_failed == NULL
+            or blk_trials == NULL or blk_col == NULL):
+        _searches_free(srch, nt)
+        free(buf); free(sums); free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
         raise MemoryError()
-    # per row of a block: sigma(src), A, R, D, grad, the compact copy Zc, R_out; P
-    cdef floating *buf = <floating *>malloc(block * (n_prev + 7 * n + K) * sizeof(floating) + 1)
-    cdef double *sums = <double *>malloc(3 * block * sizeof(double))
-    if buf == NULL or sums == NULL:
-        free(buf); free(sums); _search_free(&s)
-        raise MemoryError()
-    cdef floating *Ap = buf
-    cdef floating *Ab = Ap + block * n_prev
-    cdef floating *Rb = Ab + block * n
-    cdef floating *D = Rb + block * n
-    cdef floating *g = D + block * n
-    cdef floating *Zc = g + block * n
-    cdef floating *Ro = Zc + block * n
-    cdef floating *P = Ro + block * n
+    # the arrays' first elements, read by every thread
+    cdef const floating *pS = &src[0, 0]
+    cdef const floating *pZ = &Z[0, 0]
+    cdef const int64_t *py = &y[0]
+    cdef floating *pZo = &Z_out[0, 0]
+    cdef floating *Ap
+    cdef floating *Ab
+    cdef floating *Rb
+    cdef floating *Ro
+    cdef double *ds
     with nogil:
-        r0 = 0
-        while r0 < N:
+        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+            tid = threadid()
+            r0 = blk * block
             nb = block if r0 + block <= N else N - r0
-            _residual_rows(nb, n_prev, n, kind_prev, &src[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
-                           Ap, Rb)
-            act_forward(kind, nb * n, &Z[r0, 0], Ab, <floating *>NULL)
-            t = _z_last_rows(&s, nb, n, K, kind, &Z[r0, 0], Ab, Rb, &W_next[0, 0],
-                             &b_next[0], &y[r0], omega, max_backtracks,
-                             &eta[0 if shared else r0], &Z_out[r0, 0], <floating *>NULL, Ro,
-                             D, g, P, Zc, sums, sums + block, sums + 2 * block, &n_failed,
-                             &ce_sum)
-            r_sum += _ssq(nb * n, Ro)
+            Ap = buf + tid * per                 # sigma(src), then A, R, D, grad, Zc, R_out, P
+            Ab = Ap + block * n_prev
+            Rb = Ab + block * n
+            Ro = Rb + 4 * block * n
+            ds = sums + tid * 3 * block
+            _residual_rows(nb, n_prev, n, kind_prev, pS + r0 * n_prev, &W[0, 0], &b[0],
+                           pZ + r0 * n, Ap, Rb)
+            act_forward(kind, nb * n, pZ + r0 * n, Ab, <floating *>NULL)
+            blk_trials[blk] = _z_last_rows(
+                &srch[tid], nb, n, K, kind, pZ + r0 * n, Ab, Rb, &W_next[0, 0], &b_next[0],
+                py + r0, omega, max_backtracks, &eta[0 if shared else r0], pZo + r0 * n,
+                <floating *>NULL, Ro, Rb + block * n, Rb + 2 * block * n, Ro + block * n,
+                Rb + 3 * block * n, ds, ds + block, ds + 2 * block, &blk_failed[blk],
+                &blk_sum[2 * blk])
+            blk_sum[2 * blk + 1] = _ssq(nb * n, Ro)
             if col != NULL:              # Ro holds every row, kept ones too
-                _col_sums_add(nb, n, Rb, col)
-                _col_sums_add(nb, n, Ro, col + n)
-            n_trials = t if t > n_trials else n_trials
-            r0 += nb
-    _search_free(&s)
-    free(buf); free(sums)
+                _col_sums_add(nb, n, Rb, blk_col + 2 * n * blk)
+                _col_sums_add(nb, n, Ro, blk_col + 2 * n * blk + n)
+        for blk in range(n_blocks):          # in block order
+            ce_sum += blk_sum[2 * blk]
+            r_sum += blk_sum[2 * blk + 1]
+            n_failed += blk_failed[blk]
+            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
+            if col != NULL:
+                for j in range(2 * n):
+                    col[j] += blk_col[2 * n * blk + j]
+    _searches_free(srch, nt)
+    free(buf); free(sums); free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
     return ce_sum, r_sum, n_failed, n_trials
 
 
@@ -1158,83 +1191,118 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
                        double omega_next, double[::1] eta, double lipschitz,
                        int max_backtracks, double shrink, double armijo, double grow,
                        double eta_max, floating[:, ::1] Z_out,
-                       double[:, ::1] colsum_out=None):
+                       double[:, ::1] colsum_out=None, int n_threads=1):
     """z_hidden_step of the low-memory sweep.  Each block of rows recomputes
     R = (Z - b) - sigma(src) W (src: X when kind_prev < 0, else the previous layer's Z),
     sigma(Z) and R_next = (Z_next - b_next) - sigma(Z) W_next, then runs the same search;
     only Z_out is written, and only when some row moved (n_failed_rows < N).  The work
     arrays hold a block of rows and are allocated here.  colsum_out (2 x n), if given,
-    receives the column sums of R and of R_new (see z_last_step_lean).  Returns
+    receives the column sums of R and of R_new (see z_last_step_lean).  Threads and
+    sums as in z_last_step_lean: every width (src's, Z's, Z_next's) in the narrow
+    kernels' range lets up to n_threads threads take the blocks, with the same
+    results, bit for bit, for every thread count.  Returns
     (||R_new||^2, ||R_next_new||^2, n_failed_rows, n_trials)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], n2 = W_next.shape[1], n_prev = src.shape[1]
-    cdef Py_ssize_t i, j, r0, nb, block, n_failed = 0
-    cdef int t, n_trials = 0
+    cdef Py_ssize_t i, j, r0, nb, block, n_blocks, blk, n_failed = 0
+    cdef int tid, nt = 1, n_trials = 0
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
-    cdef _Search s
     check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
     check2("Z_out", Z_out.shape, N, n); check2("Z_next", Z_next.shape, N, n2)
     check2("W_next", W_next.shape, n, n2); check1("b_next", b_next.shape, n2)
     cdef double *col = _colsum_start(colsum_out, n)
-    cdef Py_ssize_t kept_before
     _make_search(N, eta.shape[0], lipschitz, shrink, armijo, grow, eta_max)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if N == 0:
         return 0.0, 0.0, 0, 0
     block = _block_rows(N, n, n2, sizeof(floating), shared)
-    cdef int failed = _search_alloc(&s, block, lipschitz, shrink, armijo, grow, eta_max,
-                                    shared, _eps(&Z[0, 0]))
-    # per row of a block: sigma(src); A, R, D, grad, Zc, R_out; R_next, R_next_out, Zb, Rc
-    cdef floating *buf = <floating *>malloc(
-        block * (n_prev + 6 * n + 4 * n2) * sizeof(floating) + n * n2 * sizeof(floating) + 1)
-    cdef double *sq = <double *>malloc(4 * block * sizeof(double))
+    n_blocks = (N + block - 1) // block
+    if (not shared and narrow(n, sizeof(floating)) and narrow(n2, sizeof(floating))
+            and narrow(n_prev, sizeof(floating))):
+        nt = lysep_omp_threads(<int>(n_threads if n_threads < n_blocks else n_blocks))
+    # per thread: a search state, the row sums sq and, per row of a block: sigma(src);
+    # A, R, D, grad, Zc, R_out; R_next, R_next_out, Zb, Rc
+    cdef Py_ssize_t per = block * (n_prev + 6 * n + 4 * n2)
+    cdef _Search *srch = _searches_alloc(nt, block, lipschitz, shrink, armijo, grow, eta_max,
+                                         shared, _eps(&Z[0, 0]))
+    cdef floating *buf = <floating *>malloc(nt * per * sizeof(floating) + 1)
+    cdef floating *WT = <floating *>malloc(n * n2 * sizeof(floating) + 1)
+    cdef double *sq = <double *>malloc(nt * 4 * block * sizeof(double))
     cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
-    if failed or buf == NULL or sq == NULL or kept == NULL:
-        free(buf); free(sq); free(kept); _search_free(&s)
+    # per block: its norm sums, kept rows, trial rounds and column sums
+    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
+    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
+    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
+    cdef double *blk_col = <double *>calloc(2 * n * n_blocks if col != NULL else 1,
+                                            sizeof(double))
+    if (srch == NULL or buf == NULL or WT == NULL or sq == NULL or kept == NULL
+            or blk_sum == NULL or blk_failed == NULL or blk_trials == NULL or blk_col == NULL):
+        _searches_free(srch, nt)
+        free(buf); free(WT); free(sq); free(kept)
+        free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
         raise MemoryError()
-    cdef floating *Ap = buf
-    cdef floating *Ab = Ap + block * n_prev
-    cdef floating *Rb = Ab + block * n
-    cdef floating *D = Rb + block * n
-    cdef floating *g = D + block * n
-    cdef floating *Zc = g + block * n
-    cdef floating *Ro = Zc + block * n
-    cdef floating *Rn = Ro + block * n
-    cdef floating *Rno = Rn + block * n2
-    cdef floating *Zb = Rno + block * n2
-    cdef floating *Rc = Zb + block * n2
-    cdef floating *WT = Rc + block * n2
+    # the arrays' first elements, read by every thread
+    cdef const floating *pS = &src[0, 0]
+    cdef const floating *pZ = &Z[0, 0]
+    cdef const floating *pZn = &Z_next[0, 0]
+    cdef floating *pZo = &Z_out[0, 0]
+    cdef floating *Ap
+    cdef floating *Ab
+    cdef floating *Rb
+    cdef floating *Ro
+    cdef floating *Rn
     with nogil:
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
                 WT[j * n + i] = W_next[i, j]
-        r0 = 0
-        while r0 < N:
+        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+            tid = threadid()
+            r0 = blk * block
             nb = block if r0 + block <= N else N - r0
-            _residual_rows(nb, n_prev, n, kind_prev, &src[r0, 0], &W[0, 0], &b[0], &Z[r0, 0],
-                           Ap, Rb)
-            act_forward(kind, nb * n, &Z[r0, 0], Ab, <floating *>NULL)
-            _residual_rows(nb, n, n2, -1, Ab, &W_next[0, 0], &b_next[0], &Z_next[r0, 0],
+            Ap = buf + tid * per                 # sigma(src), then A, R, D, grad, Zc, R_out
+            Ab = Ap + block * n_prev
+            Rb = Ab + block * n
+            Ro = Rb + 4 * block * n
+            Rn = Ro + block * n                  # then R_next_out, Zb, Rc
+            _residual_rows(nb, n_prev, n, kind_prev, pS + r0 * n_prev, &W[0, 0], &b[0],
+                           pZ + r0 * n, Ap, Rb)
+            act_forward(kind, nb * n, pZ + r0 * n, Ab, <floating *>NULL)
+            _residual_rows(nb, n, n2, -1, Ab, &W_next[0, 0], &b_next[0], pZn + r0 * n2,
                            <floating *>NULL, Rn)
-            kept_before = n_failed
-            t = _z_hidden_rows(&s, nb, n, n2, kind, &Z[r0, 0], Ab, Rb, Rn, &Z_next[r0, 0],
-                               &b_next[0], &W_next[0, 0], WT, omega, omega_next,
-                               max_backtracks, &eta[0 if shared else r0], &Z_out[r0, 0],
-                               <floating *>NULL, Ro, Rno, D, g, Zb, Rc, Zc, sq, r0, kept,
-                               &n_failed, &r_sum, &rn_sum)
+            blk_trials[blk] = _z_hidden_rows(
+                &srch[tid], nb, n, n2, kind, pZ + r0 * n, Ab, Rb, Rn, pZn + r0 * n2,
+                &b_next[0], &W_next[0, 0], WT, omega, omega_next, max_backtracks,
+                &eta[0 if shared else r0], pZo + r0 * n, <floating *>NULL, Ro,
+                Rn + block * n2, Rb + block * n, Rb + 2 * block * n, Rn + 2 * block * n2,
+                Rn + 3 * block * n2, Rb + 3 * block * n, sq + tid * 4 * block, r0,
+                kept + r0, &blk_failed[blk], &blk_sum[2 * blk], &blk_sum[2 * blk + 1])
             if col != NULL:              # Ro lacks the kept rows: theirs is Rb's
-                for j in range(kept_before, n_failed):
-                    i = kept[j] - r0
+                for j in range(blk_failed[blk]):
+                    i = kept[r0 + j] - r0
                     memcpy(Ro + i * n, Rb + i * n, n * sizeof(floating))
-                _col_sums_add(nb, n, Rb, col)
-                _col_sums_add(nb, n, Ro, col + n)
-            n_trials = t if t > n_trials else n_trials
-            r0 += nb
+                _col_sums_add(nb, n, Rb, blk_col + 2 * n * blk)
+                _col_sums_add(nb, n, Ro, blk_col + 2 * n * blk + n)
+        # in block order: the sums, the trial rounds (the most any row took), the column
+        # sums and the kept rows (block blk wrote its own at kept[r0:], r0 its first row)
+        for blk in range(n_blocks):
+            r_sum += blk_sum[2 * blk]
+            rn_sum += blk_sum[2 * blk + 1]
+            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
+            if col != NULL:
+                for j in range(2 * n):
+                    col[j] += blk_col[2 * n * blk + j]
+            r0 = blk * block
+            for j in range(blk_failed[blk]):
+                kept[n_failed + j] = kept[r0 + j]
+            n_failed += blk_failed[blk]
         if n_failed < N:                 # some row moved: the others keep their values
             for j in range(n_failed):
                 i = kept[j]
                 memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
-    _search_free(&s)
-    free(buf); free(sq); free(kept)
+    _searches_free(srch, nt)
+    free(buf); free(WT); free(sq); free(kept)
+    free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
     return r_sum, rn_sum, n_failed, n_trials
 
 

@@ -145,6 +145,45 @@ def test_z_last_step_is_the_same_on_every_thread_count(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("first", [False, True], ids=["hidden", "first_layer"])
+def test_low_memory_z_steps_are_the_same_on_every_thread_count(first, dtype):
+    """The low-memory Z steps (which recompute R, sigma(Z) and R_next per block) on 1, 2
+    and 3 threads: the same candidate, sums, column sums, counts and step memory, bit
+    for bit, with some rows kept (a short search from large steps) and some moved."""
+    rng = np.random.default_rng(9)
+    N, n_prev, n, n2, K = 9001, 7, 20, 11, 3
+    kind_prev = -1 if first else 0
+    src = rng.standard_normal((N, n_prev)).astype(dtype)
+    W = (rng.standard_normal((n_prev, n)) / 3).astype(dtype)
+    b, b2, bo = (0.1 * rng.standard_normal(n)).astype(dtype), \
+        (0.1 * rng.standard_normal(n2)).astype(dtype), (0.1 * rng.standard_normal(K)).astype(dtype)
+    Z = rng.standard_normal((N, n)).astype(dtype)
+    W2 = (rng.standard_normal((n, n2)) / 4).astype(dtype)
+    Z2 = rng.standard_normal((N, n2)).astype(dtype)
+    Wo = rng.standard_normal((n, K)).astype(dtype)
+    y = rng.integers(0, K, N).astype(np.int64)
+    eta0 = np.exp(rng.uniform(0, 12, N))            # some rows start far too large
+    assert _fnn_blocks.z_hidden_work_rows(N, n, n2, Z.itemsize, False) < N // 2
+    assert _fnn_blocks.z_last_work_rows(N, n, Z.itemsize, False) < N // 2
+    hidden, last = [], []
+    for t in (1, 2, 3):
+        eta, Zo, col = eta0.copy(), np.empty_like(Z), np.empty((2, n))
+        res = _fnn_blocks.z_hidden_step_lean(src, kind_prev, W, b, Z, W2, Z2, b2, 0, 0.7, 1.3,
+                                             eta, 10.0, 3, 0.5, 1e-4, 2.0, 1e6, Zo, col, t)
+        hidden.append((res, eta, Zo, col))
+        eta, Zo, col = eta0.copy(), np.empty_like(Z), np.empty((2, n))
+        res = _fnn_blocks.z_last_step_lean(src, kind_prev, W, b, Z, Wo, bo, y, 0, 0.4, eta,
+                                           5.0, 3, 0.5, 1e-4, 2.0, 1e6, Zo, col, t)
+        last.append((res, eta, Zo, col))
+    for outs in (hidden, last):
+        assert 0 < outs[0][0][2] < N                # some rows kept, some moved
+        for res, *arrays in outs[1:]:
+            assert res == outs[0][0]
+            for a, c in zip(arrays, outs[0][1:]):
+                np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", [0, 1, 2, 3])
 def test_activation_rows_is_the_same_on_every_thread_count(kind, dtype):
     """The sweep's activation pass in stripes of whole 8-row groups: the values of one
