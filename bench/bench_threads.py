@@ -12,7 +12,9 @@ spinning after a call), the median sweep with
 - ``other``: the two threads to the pool ``split`` did not choose.
 
 The settings are run round-robin, the order rotated each round; the ratios are medians of
-per-round ratios against ``1+1``.  Run: ``python bench/bench_threads.py [--quick]``.
+per-round ratios against ``1+1``.  ``--low-memory`` times the low-memory sweep
+(``low_memory=True``) instead.  Run:
+``python bench/bench_threads.py [--quick] [--low-memory]``.
 """
 import argparse
 import json
@@ -32,11 +34,12 @@ from lysep._backend import COMPILED
 from lysep._fnn import init_parameters
 from lysep._sweep import LySepState
 from lysep.datasets import circle
-hidden, n_blas, n_kernel, N, sweeps = json.loads(sys.argv[1])
+hidden, n_blas, n_kernel, N, sweeps, low_memory = json.loads(sys.argv[1])
 X, y = circle(N, random_state=0)
 W, b = init_parameters((2, *hidden, 2), np.random.default_rng(0), np.float64)
 with threadpool_limits(n_blas, user_api="blas"):
-    state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_kernel)
+    state = LySepState(COMPILED, X, y, W, b, "tanh", 0.01, n_threads=n_kernel,
+                       low_memory=low_memory)
     for _ in range(2):
         state.sweep()
     times = []
@@ -48,9 +51,9 @@ print(json.dumps(sorted(times)[len(times) // 2]))
 """
 
 
-def _sweep_seconds(hidden, n_blas, n_kernel, N, sweeps):
+def _sweep_seconds(hidden, n_blas, n_kernel, N, sweeps, low_memory):
     out = subprocess.run([sys.executable, "-c", _CHILD,
-                          json.dumps([list(hidden), n_blas, n_kernel, N, sweeps])],
+                          json.dumps([list(hidden), n_blas, n_kernel, N, sweeps, low_memory])],
                          capture_output=True, text=True, check=True, env=os.environ.copy())
     return json.loads(out.stdout)
 
@@ -58,6 +61,8 @@ def _sweep_seconds(hidden, n_blas, n_kernel, N, sweeps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, fewer samples")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="time the low-memory sweep (low_memory=True)")
     args = parser.parse_args(argv)
     from lysep import _fnn_blocks
     from lysep._threads import split_threads
@@ -65,7 +70,8 @@ def main(argv=None):
         print("lysep was built without OpenMP: its kernels run on one thread; nothing to compare")
         return
     N, rounds, sweeps = (3000, 1, 7) if args.quick else (10000, 3, 7)
-    print(f"circle, N = {N}, float64, budget 2 threads, narrow width "
+    mode = "low-memory sweep" if args.low_memory else "sweep"
+    print(f"circle, N = {N}, float64, {mode}, budget 2 threads, narrow width "
           f"{_fnn_blocks.narrow_width(8)}; {rounds} round(s), median of {sweeps} sweeps "
           "per process")
     print(f"{'hidden layers':<28}{'1+1 ms':>9}{'both':>8}{'split':>8}{'other':>8}"
@@ -79,7 +85,8 @@ def main(argv=None):
         names = list(settings)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(_sweep_seconds(hidden, *settings[name], N, sweeps))
+                times[name].append(_sweep_seconds(hidden, *settings[name], N, sweeps,
+                                                  args.low_memory))
         base = statistics.median(times["1+1"])
         ratio = {name: statistics.median([t / b for t, b in zip(times[name], times["1+1"])])
                  for name in names[1:]}
