@@ -58,6 +58,16 @@ def _sweep_seconds(hidden, n_blas, n_kernel, N, sweeps, low_memory):
     return json.loads(out.stdout)
 
 
+def settings(hidden):
+    """The (BLAS threads, kernel threads) of each setting for a network with these
+    hidden widths (circle data: 2 inputs, 2 classes; float64)."""
+    from lysep._threads import split_threads
+    dims = (2, *hidden, 2)
+    split = split_threads(2, list(zip(dims[:-2], dims[1:-1])), 8)
+    other = (1, 2) if split == (2, 1) else (2, 1)
+    return {"1+1": (1, 1), "both": (2, 2), "split": split, "other": other}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, fewer samples")
@@ -65,7 +75,6 @@ def main(argv=None):
                         help="time the low-memory sweep (low_memory=True)")
     args = parser.parse_args(argv)
     from lysep import _fnn_blocks
-    from lysep._threads import split_threads
     if _fnn_blocks.openmp_threads(2) < 2:
         print("lysep was built without OpenMP: its kernels run on one thread; nothing to compare")
         return
@@ -77,22 +86,19 @@ def main(argv=None):
     print(f"{'hidden layers':<28}{'1+1 ms':>9}{'both':>8}{'split':>8}{'other':>8}"
           f"{'  split gives':>14}")
     for hidden in NETWORKS:
-        dims = (2, *hidden, 2)
-        split = split_threads(2, "lysep", list(zip(dims[:-2], dims[1:-1])), 8)
-        other = (1, 2) if split == (2, 1) else (2, 1)
-        settings = {"1+1": (1, 1), "both": (2, 2), "split": split, "other": other}
-        times = {name: [] for name in settings}
-        names = list(settings)
+        setting = settings(hidden)
+        times = {name: [] for name in setting}
+        names = list(setting)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(_sweep_seconds(hidden, *settings[name], N, sweeps,
+                times[name].append(_sweep_seconds(hidden, *setting[name], N, sweeps,
                                                   args.low_memory))
         base = statistics.median(times["1+1"])
         ratio = {name: statistics.median([t / b for t, b in zip(times[name], times["1+1"])])
                  for name in names[1:]}
         label = "x".join(str(w) for w in hidden) if len(set(hidden)) > 1 else \
             f"{len(hidden)}x{hidden[0]}"
-        pool = "BLAS" if split == (2, 1) else "kernels"
+        pool = "BLAS" if setting["split"] == (2, 1) else "kernels"
         print(f"{label:<28}{base * 1e3:>9.1f}{ratio['both']:>8.2f}{ratio['split']:>8.2f}"
               f"{ratio['other']:>8.2f}{pool:>14}")
     print("columns after '1+1': sweep time / the one-thread time (below 1 is faster)")
