@@ -6,6 +6,13 @@ BLAS column-major terms, and a weight array of shape (n_in, n_out) is MATH.md's 
 Every block writes its candidate into *_out arrays and returns the quantities J needs;
 the Python sweep (lysep._sweep) accepts a candidate only if J does not rise.
 Scratch arrays (`work_*`) are owned by the caller so that sweeps do not allocate.
+
+Threads (n_threads, narrow layers): every parallel loop splits the rows into blocks or
+stripes fixed by N and the widths and sums per block, so the results do not depend on
+the thread count.  The loops use OpenMP's static schedule, so thread t takes the same
+contiguous share of the rows in every kernel (its rows stay in its core's cache from
+one kernel to the next), and per-block sums live in locals or in padded slots
+(`_padded`), so that two threads never write to one cache line.
 """
 from cython cimport floating
 from libc.stdint cimport int64_t
@@ -98,6 +105,15 @@ cdef inline void _col_sums_add(Py_ssize_t m, Py_ssize_t n, const floating *R,
     for i in range(m):
         for j in range(n):
             col[j] += R[i * n + j]
+
+
+cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:
+    """Elements per slot of per-thread (or per-block) sums of n elements (float32 or
+    float64), so that no two slots share a 64-byte cache line whatever the buffer's
+    alignment: threads add to their slots row by row, and a shared line would bounce
+    between their cores (on a VM whose vCPUs sat far apart, that made a two-thread
+    sweep slower than one thread)."""
+    return (n + 15) // 16 * 16 + 16
 
 
 cdef inline double _eps(const floating *x) noexcept nogil:
@@ -658,6 +674,10 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
     cdef Py_ssize_t i, a, n_active
     cdef int t, n_trials = 0
     cdef bint every
+    # the block's counts and sums in locals, written back once: threads work on adjacent
+    # blocks, whose slots share cache lines
+    cdef Py_ssize_t nf = n_failed[0]
+    cdef double ce_acc = 0
     cdef floating *At
     cdef floating two_omega = <floating>(2 * omega)
     s.N = nb
@@ -679,7 +699,7 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
         _search_give_up(s, n_active)
         for a in range(n_active):
             if s.accept[a] == _GIVE_UP:
-                n_failed[0] += 1
+                nf += 1
                 _keep_row(s.active[a], n, Z, A, R, Z_out, A_out, R_out)
         n_active = _search_drop(s, n_active)
         if n_active == 0:
@@ -703,12 +723,14 @@ cdef int _z_last_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t K, int
                     memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                 ce_i[i] = ce_t[a]
             elif t == max_backtracks:
-                n_failed[0] += 1       # no acceptable step: the row keeps its values
+                nf += 1       # no acceptable step: the row keeps its values
                 _keep_row(i, n, Z, A, R, Z_out, A_out, R_out)
         n_active = _search_compact(s, n_active)
     _search_finish(s, eta)
     for i in range(nb):
-        ce_sum[0] += ce_i[i]
+        ce_acc += ce_i[i]
+    ce_sum[0] += ce_acc
+    n_failed[0] = nf
     return n_trials
 
 
@@ -815,7 +837,7 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     with nogil:
         # sigma'(Z) then compact trial activations in work_D; P - Y then compact trial
         # logits in work_P (one region per sweep: one thread needs no plain-loop copy)
-        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+        for blk in prange(n_blocks, num_threads=nt, schedule="static"):
             tid = threadid()
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
@@ -859,6 +881,9 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
     cdef bint every
     cdef floating *At
     cdef floating *Rt
+    # the block's counts and sums in locals, written back once (see _z_last_rows)
+    cdef Py_ssize_t nf = n_failed[0]
+    cdef double r_acc = 0, rn_acc = 0
     cdef floating two_omega = <floating>(2 * omega), two_omega_next = <floating>(2 * omega_next)
     cdef double *rs = sq             # ||R_out_i||^2 and ||R_next_out_i||^2 by row,
     cdef double *rns = sq + nb       # and the same for the trials by compact position
@@ -885,8 +910,8 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
         _search_give_up(s, n_active)
         for a in range(n_active):
             if s.accept[a] == _GIVE_UP:
-                kept[n_failed[0]] = r0 + s.active[a]
-                n_failed[0] += 1
+                kept[nf] = r0 + s.active[a]
+                nf += 1
         n_active = _search_drop(s, n_active)
         if n_active == 0:
             break
@@ -913,13 +938,16 @@ cdef int _z_hidden_rows(_Search *s, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t n2, 
                         memcpy(A_out + i * n, Ac + a * n, n * sizeof(floating))
                     memcpy(R_next_out + i * n2, Rc + a * n2, n2 * sizeof(floating))
             elif s.accept[a] == _RETRY and t == max_backtracks:
-                kept[n_failed[0]] = r0 + i   # no acceptable step: the row keeps its values
-                n_failed[0] += 1
+                kept[nf] = r0 + i   # no acceptable step: the row keeps its values
+                nf += 1
         n_active = _search_compact(s, n_active)
     _search_finish(s, eta)
     for i in range(nb):              # rows that kept their values kept their sums
-        r_sum[0] += rs[i]
-        rn_sum[0] += rns[i]
+        r_acc += rs[i]
+        rn_acc += rns[i]
+    r_sum[0] += r_acc
+    rn_sum[0] += rn_acc
+    n_failed[0] = nf
     return n_trials
 
 
@@ -1016,7 +1044,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
                 WT[j * n + i] = W_next[i, j]
-        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+        for blk in prange(n_blocks, num_threads=nt, schedule="static"):
             tid = threadid()
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
@@ -1131,7 +1159,8 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
     cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
     cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    cdef double *blk_col = <double *>calloc(2 * n * n_blocks if col != NULL else 1,
+    cdef Py_ssize_t cs = _padded(2 * n)
+    cdef double *blk_col = <double *>calloc(cs * n_blocks if col != NULL else 1,
                                             sizeof(double))
     if (srch == NULL or buf == NULL or sums == NULL or blk_sum == NULL or blk_failed == NULL
             or blk_trials == NULL or blk_col == NULL):
@@ -1149,7 +1178,7 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     cdef floating *Ro
     cdef double *ds
     with nogil:
-        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+        for blk in prange(n_blocks, num_threads=nt, schedule="static"):
             tid = threadid()
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
@@ -1169,8 +1198,8 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
                 &blk_sum[2 * blk])
             blk_sum[2 * blk + 1] = _ssq(nb * n, Ro)
             if col != NULL:              # Ro holds every row, kept ones too
-                _col_sums_add(nb, n, Rb, blk_col + 2 * n * blk)
-                _col_sums_add(nb, n, Ro, blk_col + 2 * n * blk + n)
+                _col_sums_add(nb, n, Rb, blk_col + cs * blk)
+                _col_sums_add(nb, n, Ro, blk_col + cs * blk + n)
         for blk in range(n_blocks):          # in block order
             ce_sum += blk_sum[2 * blk]
             r_sum += blk_sum[2 * blk + 1]
@@ -1178,7 +1207,7 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
             n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
             if col != NULL:
                 for j in range(2 * n):
-                    col[j] += blk_col[2 * n * blk + j]
+                    col[j] += blk_col[cs * blk + j]
     _searches_free(srch, nt)
     free(buf); free(sums); free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
     return ce_sum, r_sum, n_failed, n_trials
@@ -1234,7 +1263,8 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
     cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
     cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
     cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    cdef double *blk_col = <double *>calloc(2 * n * n_blocks if col != NULL else 1,
+    cdef Py_ssize_t cs = _padded(2 * n)
+    cdef double *blk_col = <double *>calloc(cs * n_blocks if col != NULL else 1,
                                             sizeof(double))
     if (srch == NULL or buf == NULL or WT == NULL or sq == NULL or kept == NULL
             or blk_sum == NULL or blk_failed == NULL or blk_trials == NULL or blk_col == NULL):
@@ -1256,7 +1286,7 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
         for i in range(n):               # W_next^T, the operand of the gradient product
             for j in range(n2):
                 WT[j * n + i] = W_next[i, j]
-        for blk in prange(n_blocks, num_threads=nt, schedule="dynamic"):
+        for blk in prange(n_blocks, num_threads=nt, schedule="static"):
             tid = threadid()
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
@@ -1281,8 +1311,8 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
                 for j in range(blk_failed[blk]):
                     i = kept[r0 + j] - r0
                     memcpy(Ro + i * n, Rb + i * n, n * sizeof(floating))
-                _col_sums_add(nb, n, Rb, blk_col + 2 * n * blk)
-                _col_sums_add(nb, n, Ro, blk_col + 2 * n * blk + n)
+                _col_sums_add(nb, n, Rb, blk_col + cs * blk)
+                _col_sums_add(nb, n, Ro, blk_col + cs * blk + n)
         # in block order: the sums, the trial rounds (the most any row took), the column
         # sums and the kept rows (block blk wrote its own at kept[r0:], r0 its first row)
         for blk in range(n_blocks):
@@ -1291,7 +1321,7 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
             n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
             if col != NULL:
                 for j in range(2 * n):
-                    col[j] += blk_col[2 * n * blk + j]
+                    col[j] += blk_col[cs * blk + j]
             r0 = blk * block
             for j in range(blk_failed[blk]):
                 kept[n_failed + j] = kept[r0 + j]
@@ -1397,14 +1427,15 @@ cdef void _ridge_residual_stripe(Py_ssize_t s, Py_ssize_t n_stripes, Py_ssize_t 
                                  Py_ssize_t n_out, const floating *A, const floating *Z,
                                  const floating *b, const floating *W, bint from_z,
                                  floating *R_out, floating *scratch, Py_ssize_t n_scratch,
-                                 double *stripe_sums, bint sums) noexcept nogil:
+                                 double *stripe_sums, bint sums,
+                                 Py_ssize_t cstride) noexcept nogil:
     """_ridge_residual over stripe s: its norm into stripe_sums[s] and its column sums
-    into row s of the n_stripes x n_out sums that follow (when `sums`)."""
+    (when `sums`) into stripe_sums[n_stripes + 8 + s * cstride:], cstride >= n_out."""
     cdef Py_ssize_t r0, r1
     _stripe_rows(s, n_stripes, n_blocks, block, N, &r0, &r1)
     stripe_sums[s] = _ridge_residual(
         r0, r1, block, n_in, n_out, A, Z, b, W, from_z, R_out, scratch + s * n_scratch,
-        stripe_sums + n_stripes + s * n_out if sums else NULL)
+        stripe_sums + n_stripes + 8 + s * cstride if sums else NULL)
 
 
 def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
@@ -1447,7 +1478,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     closest), -1 LAPACK failure (W_out then holds zeros, or W_now when given).
     """
     cdef Py_ssize_t N = Z.shape[0], n_out = Z.shape[1], n_in = A_prev.shape[1], i, j
-    cdef Py_ssize_t block, n_blocks, n_stripes, s, per, n_scratch
+    cdef Py_ssize_t block, n_blocks, n_stripes, s, per, n_scratch, cstride
     cdef int status = 0, nt = 1
     cdef double r_sum = 0, w_sum
     cdef bint stored = R_out is not None
@@ -1489,13 +1520,16 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
     cdef double *col = &colsum_out[0] if sums else NULL
     # scratch rows: the residual of a block when it is not stored, or the current one
     # (closest without R_now); one block per stripe
-    n_scratch = block * n_out if not stored or (closest and Rn == NULL) else 0
+    n_scratch = _padded(block * n_out) if not stored or (closest and Rn == NULL) else 0
     # per stripe beyond the first: its Gram matrix and right-hand side; per stripe: its
-    # residual norm and column sums
-    per = n_in * n_in + n_in * n_out
+    # residual norm and column sums (padded slots: see _padded)
+    per = _padded(n_in * n_in + n_in * n_out)
     cdef floating *part = <floating *>malloc(((n_stripes - 1) * per + n_stripes * n_scratch)
                                              * sizeof(floating) + 1)
-    cdef double *stripe_sums = <double *>calloc(n_stripes * (n_out + 1), sizeof(double))
+    # the stripes' norms, then their column sums, each stripe's a cache line apart from
+    # the next (threads add to them row by row)
+    cstride = _padded(n_out)
+    cdef double *stripe_sums = <double *>calloc(n_stripes * (cstride + 1) + 8, sizeof(double))
     if part == NULL or stripe_sums == NULL:
         free(part); free(stripe_sums)
         raise MemoryError()
@@ -1511,7 +1545,7 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
         if n_stripes > 1:
             memset(part, 0, (n_stripes - 1) * per * sizeof(floating))
         # (one thread: a plain loop, not a parallel region of one thread)
-        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="static"):
             _ridge_gather_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, pA, pZ, pb,
                                  Wn, Rn, Ro, scratch, n_scratch, W, G, part, per)
         for s in range(n_stripes if nt == 1 else 0):
@@ -1534,21 +1568,21 @@ def ridge_update(const floating[:, ::1] A_prev, const floating[:, ::1] Z,
             axpy(<int>(n_in * n_out), <floating>1, Wn, W)
         # R_out -= A_prev W (R_out holds Z - b from the first pass unless closest),
         # its norm and column sums while in cache
-        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="static"):
             _ridge_residual_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, pA, pZ,
                                    pb, W, closest or not stored, Ro, scratch, n_scratch,
-                                   stripe_sums, sums)
+                                   stripe_sums, sums, cstride)
         for s in range(n_stripes if nt == 1 else 0):
             _ridge_residual_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, pA, pZ,
                                    pb, W, closest or not stored, Ro, scratch, n_scratch,
-                                   stripe_sums, sums)
+                                   stripe_sums, sums, cstride)
         if sums:
             memset(col, 0, n_out * sizeof(double))
         for s in range(n_stripes):
             r_sum += stripe_sums[s]
             if sums:
                 for j in range(n_out):
-                    col[j] += stripe_sums[n_stripes + s * n_out + j]
+                    col[j] += stripe_sums[n_stripes + 8 + s * cstride + j]
         w_sum = _ssq(n_in * n_out, W)
     free(part); free(stripe_sums)
     return r_sum, w_sum, status
@@ -1579,7 +1613,7 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
     a number fixed by N and n): column sums and norms are summed per stripe and the
     stripes' sums added in stripe order, so up to n_threads OpenMP threads give the
     same result, bit for bit, as one."""
-    cdef Py_ssize_t N = R.shape[0], n = R.shape[1], j, s, block, n_blocks, n_stripes
+    cdef Py_ssize_t N = R.shape[0], n = R.shape[1], j, s, block, n_blocks, n_stripes, stride
     cdef int nt = 1
     cdef double r_sum = 0
     check1("b", b.shape, n); check2("R_out", R_out.shape, N, n); check1("b_out", b_out.shape, n)
@@ -1592,33 +1626,35 @@ def bias_update(const floating[:, ::1] R, const floating[::1] b,
     block = _l1_rows(n, sizeof(floating))
     n_blocks = (N + block - 1) // block
     n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
-    # per stripe: its column sums (n doubles), then its norm
-    cdef double *sums = <double *>calloc(n_stripes * n + n, sizeof(double))
+    # per stripe: its column sums (n doubles), then its norm, each stripe's slot a cache
+    # line apart from the next (threads add to their slots row by row)
+    stride = _padded(n)
+    cdef double *sums = <double *>calloc(n_stripes * stride + n, sizeof(double))
     if sums == NULL:
         raise MemoryError()
-    cdef double *mean = sums + n_stripes * n
+    cdef double *mean = sums + n_stripes * stride
     cdef const floating *pR = &R[0, 0]
     cdef floating *pRo = &R_out[0, 0]
     if n_stripes > 1:
         nt = lysep_omp_threads(<int>(n_threads if n_threads < n_stripes else n_stripes))
     with nogil:
         # (one thread: plain loops, not parallel regions of one thread)
-        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
-            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * n)
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="static"):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * stride)
         for s in range(n_stripes if nt == 1 else 0):
-            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * n)
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, NULL, pRo, sums + s * stride)
         for s in range(n_stripes):
             for j in range(n):
-                mean[j] += sums[s * n + j]
+                mean[j] += sums[s * stride + j]
         for j in range(n):
             mean[j] /= N
             b_out[j] = b[j] + <floating>mean[j]
-        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="dynamic"):
-            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * n)
+        for s in prange(n_stripes if nt > 1 else 0, num_threads=nt, schedule="static"):
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * stride)
         for s in range(n_stripes if nt == 1 else 0):
-            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * n)
+            _bias_stripe(s, n_stripes, n_blocks, block, N, n, pR, mean, pRo, sums + s * stride)
         for s in range(n_stripes):
-            r_sum += sums[s * n]
+            r_sum += sums[s * stride]
     free(sums)
     return r_sum
 
@@ -1687,24 +1723,26 @@ cdef int _backprop_stripe(Py_ssize_t s, Py_ssize_t n_stripes, Py_ssize_t n_block
                           Py_ssize_t block, Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out,
                           const floating *d, const floating *Ap, const floating *W,
                           const floating *D, floating *dp, int deriv, int kind,
-                          floating *gW, floating *part, double *sums) noexcept nogil:
+                          floating *gW, floating *part, double *sums, Py_ssize_t cs,
+                          Py_ssize_t gs) noexcept nogil:
     """The fused narrow kernel of _backprop on stripe s of the rows: its A_prev^T delta
-    into gW (stripe 0) or its slice of `part`, its column sums into its row of `sums`,
-    its rows of dp.  Returns the kernel's status (nonzero: the layer is not narrow)."""
+    into gW (stripe 0) or its slot of `part` (gs elements each), its column sums into
+    its slot of `sums` (cs each), its rows of dp.  Returns the kernel's status (nonzero:
+    the layer is not narrow)."""
     cdef Py_ssize_t r0, r1
     cdef int status
     _stripe_rows(s, n_stripes, n_blocks, block, N, &r0, &r1)
-    cdef floating *g = gW if s == 0 else part + (s - 1) * n_in * n_out
+    cdef floating *g = gW if s == 0 else part + (s - 1) * gs
     cdef const floating *Dr = (D if D != NULL else Ap) + r0 * n_in
     cdef floating *dpr = dp + r0 * n_in if dp != NULL else NULL
     if floating is double:
         status = lysep_backprop_d(lysep_smallgemm_vbytes(), r1 - r0, n_in, n_out,
                                   Ap + r0 * n_in, d + r0 * n_out, W, Dr, deriv, g,
-                                  sums + s * n_out, dpr)
+                                  sums + s * cs, dpr)
     else:
         status = lysep_backprop_f(lysep_smallgemm_vbytes(), r1 - r0, n_in, n_out,
                                   Ap + r0 * n_in, d + r0 * n_out, W, Dr, deriv, g,
-                                  sums + s * n_out, dpr)
+                                  sums + s * cs, dpr)
     if status == 0 and dp != NULL and deriv == 0:   # softplus: its derivative after
         act_derivative_times(kind, (r1 - r0) * n_in, Ap + r0 * n_in, dpr)
     return status
@@ -1729,9 +1767,10 @@ cdef int _backprop(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out, const floati
     n_blocks = (N + block - 1) // block
     if narrow(n_in, sizeof(floating)) and narrow(n_out, sizeof(floating)):
         n_stripes = n_blocks if n_blocks < _MAX_STRIPES else _MAX_STRIPES
-    cdef double *sums = <double *>malloc(n_stripes * n_out * sizeof(double) + 1)
-    cdef floating *part = <floating *>malloc((n_stripes - 1) * n_in * n_out
-                                             * sizeof(floating) + 1)
+    # per stripe: its column sums and (beyond the first) its gW, in padded slots
+    cdef Py_ssize_t cs = _padded(n_out), gs = _padded(n_in * n_out)
+    cdef double *sums = <double *>malloc(n_stripes * cs * sizeof(double) + 1)
+    cdef floating *part = <floating *>malloc((n_stripes - 1) * gs * sizeof(floating) + 1)
     if sums == NULL or part == NULL:
         free(sums); free(part)
         return 1
@@ -1739,21 +1778,21 @@ cdef int _backprop(Py_ssize_t N, Py_ssize_t n_in, Py_ssize_t n_out, const floati
         nt = lysep_omp_threads(<int>(n_threads if n_threads < n_stripes else n_stripes))
     if nt > 1:
         status = 0
-        for s in prange(n_stripes, num_threads=nt, schedule="dynamic"):
+        for s in prange(n_stripes, num_threads=nt, schedule="static"):
             status |= _backprop_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, d,
-                                       Ap, W, D, dp, deriv, kind, gW, part, sums)
+                                       Ap, W, D, dp, deriv, kind, gW, part, sums, cs, gs)
     else:                   # one thread: a plain loop, not a parallel region of one
         for s in range(n_stripes):
             status = _backprop_stripe(s, n_stripes, n_blocks, block, N, n_in, n_out, d,
-                                      Ap, W, D, dp, deriv, kind, gW, part, sums)
+                                      Ap, W, D, dp, deriv, kind, gW, part, sums, cs, gs)
             if status:
                 break
     if status == 0:
         for s in range(1, n_stripes):
             for i in range(n_in * n_out):
-                gW[i] += part[(s - 1) * n_in * n_out + i]
+                gW[i] += part[(s - 1) * gs + i]
             for j in range(n_out):
-                sums[j] += sums[s * n_out + j]
+                sums[j] += sums[s * cs + j]
         for j in range(n_out):
             gb[j] = <floating>sums[j]
         free(sums); free(part)
