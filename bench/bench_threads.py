@@ -54,7 +54,9 @@ print(json.dumps(sorted(times)[len(times) // 2]))
 def _sweep_seconds(hidden, n_blas, n_kernel, N, sweeps, low_memory):
     out = subprocess.run([sys.executable, "-c", _CHILD,
                           json.dumps([list(hidden), n_blas, n_kernel, N, sweeps, low_memory])],
-                         capture_output=True, text=True, check=True, env=os.environ.copy())
+                         capture_output=True, text=True, check=True, env=os.environ.copy(),
+                         # not the checkout's root, whose lysep/ has no compiled modules
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
     return json.loads(out.stdout)
 
 
