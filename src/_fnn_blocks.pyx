@@ -626,6 +626,58 @@ cdef int _make_search(Py_ssize_t N, Py_ssize_t n_eta, double lipschitz, double s
         raise ValueError("line-search constants out of range")
 
 
+cdef struct _Blocks:
+    # what each block of rows of a Z step's parallel loop leaves for the total
+    Py_ssize_t n, n_col, cs      # blocks; column sums per block, and their padded slot
+    double *sums                 # two sums per block
+    Py_ssize_t *failed           # rows the block kept
+    int *trials                  # the block's trial rounds
+    double *col                  # the block's column sums (when n_col > 0)
+
+
+cdef void _blocks_free(_Blocks *b) noexcept nogil:
+    free(b.sums); free(b.failed); free(b.trials); free(b.col)
+    b.sums, b.failed, b.trials, b.col = NULL, NULL, NULL, NULL
+
+
+cdef int _blocks_alloc(_Blocks *b, Py_ssize_t n_blocks, Py_ssize_t n_col) noexcept nogil:
+    """Zeroed slots for n_blocks blocks with n_col column sums each (0: none), each
+    block's column sums in a padded slot (see _padded).  Returns nonzero, with nothing
+    left allocated, when memory is short."""
+    b.n, b.n_col = n_blocks, n_col
+    b.cs = _padded(n_col) if n_col > 0 else 0
+    b.sums = <double *>calloc(2 * n_blocks, sizeof(double))
+    b.failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
+    b.trials = <int *>calloc(n_blocks, sizeof(int))
+    b.col = <double *>calloc(b.cs * n_blocks + 1, sizeof(double))
+    if b.sums == NULL or b.failed == NULL or b.trials == NULL or b.col == NULL:
+        _blocks_free(b)
+        return 1
+    return 0
+
+
+cdef Py_ssize_t _blocks_total(const _Blocks *b, double *sum0, double *sum1, int *n_trials,
+                              double *col, Py_ssize_t *kept, Py_ssize_t block) noexcept nogil:
+    """The blocks' results added in block order (so the totals do not depend on which
+    thread ran which block): their two sums to sum0[0] and sum1[0], their column sums
+    to col (unless NULL), the most trial rounds any block took to n_trials[0]; with
+    kept, the kept rows each block wrote at kept[blk * block:] gathered to the front.
+    Returns the number of kept rows."""
+    cdef Py_ssize_t blk, j, n_failed = 0
+    for blk in range(b.n):
+        sum0[0] += b.sums[2 * blk]
+        sum1[0] += b.sums[2 * blk + 1]
+        n_trials[0] = b.trials[blk] if b.trials[blk] > n_trials[0] else n_trials[0]
+        if col != NULL:
+            for j in range(b.n_col):
+                col[j] += b.col[b.cs * blk + j]
+        if kept != NULL:
+            for j in range(b.failed[blk]):
+                kept[n_failed + j] = kept[blk * block + j]
+        n_failed += b.failed[blk]
+    return n_failed
+
+
 cdef inline Py_ssize_t _even_blocks(Py_ssize_t N, Py_ssize_t rows) noexcept nogil:
     """Rows per block near `rows` that split N rows into an even number of blocks of
     equal size (to a row), so that two threads of a Z step share them evenly; the blocks
@@ -788,8 +840,9 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W.shape[1]
     cdef Py_ssize_t r0, nb, block, n_blocks, blk, n_failed = 0
     cdef int t, tid, nt = 1, n_trials = 0
-    cdef double ce_sum = 0, r_sum
+    cdef double ce_sum = 0, unused = 0, r_sum
     cdef bint shared = eta.shape[0] == 1
+    cdef _Blocks blocks
     check2("A", A.shape, N, n); check2("R", R.shape, N, n)
     check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
     if A_out is not None:
@@ -815,13 +868,10 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
     cdef floating *Zc = <floating *>malloc(nt * block * n * sizeof(floating) + 1)
     cdef double *dw = <double *>malloc(nt * 3 * block * sizeof(double) + 1)
     # per block: its cross-entropy sum, failed rows and trial rounds
-    cdef double *blk_ce = <double *>calloc(n_blocks, sizeof(double))
-    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
-    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    if (srch == NULL or extra == NULL or Zc == NULL or dw == NULL or blk_ce == NULL
-            or blk_failed == NULL or blk_trials == NULL):
+    cdef int no_blocks = _blocks_alloc(&blocks, n_blocks, 0)
+    if srch == NULL or extra == NULL or Zc == NULL or dw == NULL or no_blocks:
         _searches_free(srch, nt)
-        free(extra); free(Zc); free(dw); free(blk_ce); free(blk_failed); free(blk_trials)
+        free(extra); free(Zc); free(dw); _blocks_free(&blocks)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
     cdef const floating *pZ = &Z[0, 0]
@@ -842,21 +892,18 @@ def z_last_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floati
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
             tw = extra + (tid - 1) * per if tid > 0 else extra
-            blk_trials[blk] = _z_last_rows(
+            blocks.trials[blk] = _z_last_rows(
                 &srch[tid], nb, n, K, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
                 &W[0, 0], &b[0], py + r0, omega, max_backtracks,
                 &eta[0 if shared else r0], pZo + r0 * n, NULL if Ao == NULL else Ao + r0 * n,
                 pRo + r0 * n, pD if tid == 0 else tw, pg if tid == 0 else tw + block * n,
                 pP if tid == 0 else tw + 2 * block * n, Zc + tid * block * n,
                 dw + tid * 3 * block, dw + tid * 3 * block + block,
-                dw + tid * 3 * block + 2 * block, &blk_failed[blk], &blk_ce[blk])
-        for blk in range(n_blocks):          # in block order
-            ce_sum += blk_ce[blk]
-            n_failed += blk_failed[blk]
-            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
+                dw + tid * 3 * block + 2 * block, &blocks.failed[blk], &blocks.sums[2 * blk])
+        n_failed = _blocks_total(&blocks, &ce_sum, &unused, &n_trials, NULL, NULL, block)
         r_sum = _ssq(N * n, &R_out[0, 0])
     _searches_free(srch, nt)
-    free(extra); free(Zc); free(dw); free(blk_ce); free(blk_failed); free(blk_trials)
+    free(extra); free(Zc); free(dw); _blocks_free(&blocks)
     return ce_sum, r_sum, n_failed, n_trials
 
 
@@ -986,6 +1033,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef int t, tid, nt, n_trials = 0
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
+    cdef _Blocks blocks
     check2("A", A.shape, N, n); check2("R", R.shape, N, n)
     check2("Z_out", Z_out.shape, N, n); check2("R_out", R_out.shape, N, n)
     if A_out is not None:
@@ -1016,14 +1064,11 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
     cdef double *sq = <double *>malloc(nt * 4 * block * sizeof(double))
     cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
     # per block: the sums of its rows' norms, its count of kept rows, its trial rounds
-    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
-    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
-    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
+    cdef int no_blocks = _blocks_alloc(&blocks, n_blocks, 0)
     if (srch == NULL or extra == NULL or WT == NULL or Zc == NULL or sq == NULL
-            or kept == NULL or blk_sum == NULL or blk_failed == NULL or blk_trials == NULL):
+            or kept == NULL or no_blocks):
         _searches_free(srch, nt)
-        free(extra); free(WT); free(Zc); free(sq); free(kept)
-        free(blk_sum); free(blk_failed); free(blk_trials)
+        free(extra); free(WT); free(Zc); free(sq); free(kept); _blocks_free(&blocks)
         raise MemoryError()
     cdef floating *Ao = NULL if A_out is None else &A_out[0, 0]
     # the arrays' first elements, read by every thread
@@ -1049,7 +1094,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
             r0 = blk * block
             nb = block if r0 + block <= N else N - r0
             tw = extra + (tid - 1) * per if tid > 0 else extra   # thread tid's work
-            blk_trials[blk] = _z_hidden_rows(
+            blocks.trials[blk] = _z_hidden_rows(
                 &srch[tid], nb, n, n2, kind, pZ + r0 * n, pA + r0 * n, pR + r0 * n,
                 pRn + r0 * n2, pZn + r0 * n2, &b_next[0], &W_next[0, 0], WT, omega,
                 omega_next, max_backtracks, &eta[0 if shared else r0], pZo + r0 * n,
@@ -1058,17 +1103,9 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                 pZb if tid == 0 else tw + 2 * block * n,
                 pRc if tid == 0 else tw + 2 * block * n + block * n2,
                 Zc + tid * block * n, sq + tid * 4 * block, r0, kept + r0,
-                &blk_failed[blk], &blk_sum[2 * blk], &blk_sum[2 * blk + 1])
-        # in block order: the sums, the trial rounds (the most any row took) and the
-        # kept rows (block blk wrote its own at kept[r0:], r0 its first row)
-        for blk in range(n_blocks):
-            r_sum += blk_sum[2 * blk]
-            rn_sum += blk_sum[2 * blk + 1]
-            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
-            r0 = blk * block
-            for j in range(blk_failed[blk]):
-                kept[n_failed + j] = kept[r0 + j]
-            n_failed += blk_failed[blk]
+                &blocks.failed[blk], &blocks.sums[2 * blk], &blocks.sums[2 * blk + 1])
+        # block blk wrote its kept rows at kept[r0:], r0 its first row
+        n_failed = _blocks_total(&blocks, &r_sum, &rn_sum, &n_trials, NULL, kept, block)
         if n_failed < N:                 # some row moved: the others keep their values
             for j in range(n_failed):
                 i = kept[j]
@@ -1076,8 +1113,7 @@ def z_hidden_step(const floating[:, ::1] Z, const floating[:, ::1] A, const floa
                           &R_out[0, 0])
                 memcpy(&R_next_out[i, 0], &R_next[i, 0], n2 * sizeof(floating))
     _searches_free(srch, nt)
-    free(extra); free(WT); free(Zc); free(sq); free(kept)
-    free(blk_sum); free(blk_failed); free(blk_trials)
+    free(extra); free(WT); free(Zc); free(sq); free(kept); _blocks_free(&blocks)
     return r_sum, rn_sum, n_failed, n_trials
 
 
@@ -1130,10 +1166,11 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     same, bit for bit, for every thread count.
     Returns (ce_sum_new, ||R_new||^2, n_failed_rows, n_trials)."""
     cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], K = W_next.shape[1], n_prev = src.shape[1]
-    cdef Py_ssize_t j, r0, nb, block, n_blocks, blk, n_failed = 0
+    cdef Py_ssize_t r0, nb, block, n_blocks, blk, n_failed = 0
     cdef int tid, nt = 1, n_trials = 0
     cdef double ce_sum = 0, r_sum = 0
     cdef bint shared = eta.shape[0] == 1
+    cdef _Blocks blocks
     check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
     check2("Z_out", Z_out.shape, N, n); check2("W_next", W_next.shape, n, K)
     check1("b_next", b_next.shape, K); check1("y", y.shape, N)
@@ -1156,16 +1193,10 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
     cdef floating *buf = <floating *>malloc(nt * per * sizeof(floating) + 1)
     cdef double *sums = <double *>malloc(nt * 3 * block * sizeof(double))
     # per block: its cross-entropy and norm sums, failed rows, trial rounds, column sums
-    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
-    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
-    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    cdef Py_ssize_t cs = _padded(2 * n)
-    cdef double *blk_col = <double *>calloc(cs * n_blocks if col != NULL else 1,
-                                            sizeof(double))
-    if (srch == NULL or buf == NULL or sums == NULL or blk_sum == NULL or blk_failed == NULL
-            or blk_trials == NULL or blk_col == NULL):
+    cdef int no_blocks = _blocks_alloc(&blocks, n_blocks, 2 * n if col != NULL else 0)
+    if srch == NULL or buf == NULL or sums == NULL or no_blocks:
         _searches_free(srch, nt)
-        free(buf); free(sums); free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
+        free(buf); free(sums); _blocks_free(&blocks)
         raise MemoryError()
     # the arrays' first elements, read by every thread
     cdef const floating *pS = &src[0, 0]
@@ -1190,26 +1221,19 @@ def z_last_step_lean(const floating[:, ::1] src, int kind_prev, const floating[:
             _residual_rows(nb, n_prev, n, kind_prev, pS + r0 * n_prev, &W[0, 0], &b[0],
                            pZ + r0 * n, Ap, Rb)
             act_forward(kind, nb * n, pZ + r0 * n, Ab, <floating *>NULL)
-            blk_trials[blk] = _z_last_rows(
+            blocks.trials[blk] = _z_last_rows(
                 &srch[tid], nb, n, K, kind, pZ + r0 * n, Ab, Rb, &W_next[0, 0], &b_next[0],
                 py + r0, omega, max_backtracks, &eta[0 if shared else r0], pZo + r0 * n,
                 <floating *>NULL, Ro, Rb + block * n, Rb + 2 * block * n, Ro + block * n,
-                Rb + 3 * block * n, ds, ds + block, ds + 2 * block, &blk_failed[blk],
-                &blk_sum[2 * blk])
-            blk_sum[2 * blk + 1] = _ssq(nb * n, Ro)
+                Rb + 3 * block * n, ds, ds + block, ds + 2 * block, &blocks.failed[blk],
+                &blocks.sums[2 * blk])
+            blocks.sums[2 * blk + 1] = _ssq(nb * n, Ro)
             if col != NULL:              # Ro holds every row, kept ones too
-                _col_sums_add(nb, n, Rb, blk_col + cs * blk)
-                _col_sums_add(nb, n, Ro, blk_col + cs * blk + n)
-        for blk in range(n_blocks):          # in block order
-            ce_sum += blk_sum[2 * blk]
-            r_sum += blk_sum[2 * blk + 1]
-            n_failed += blk_failed[blk]
-            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
-            if col != NULL:
-                for j in range(2 * n):
-                    col[j] += blk_col[cs * blk + j]
+                _col_sums_add(nb, n, Rb, blocks.col + blocks.cs * blk)
+                _col_sums_add(nb, n, Ro, blocks.col + blocks.cs * blk + n)
+        n_failed = _blocks_total(&blocks, &ce_sum, &r_sum, &n_trials, col, NULL, block)
     _searches_free(srch, nt)
-    free(buf); free(sums); free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
+    free(buf); free(sums); _blocks_free(&blocks)
     return ce_sum, r_sum, n_failed, n_trials
 
 
@@ -1236,6 +1260,7 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
     cdef int tid, nt = 1, n_trials = 0
     cdef double r_sum = 0, rn_sum = 0
     cdef bint shared = eta.shape[0] == 1
+    cdef _Blocks blocks
     check2("src", src.shape, N, n_prev); check2("W", W.shape, n_prev, n); check1("b", b.shape, n)
     check2("Z_out", Z_out.shape, N, n); check2("Z_next", Z_next.shape, N, n2)
     check2("W_next", W_next.shape, n, n2); check1("b_next", b_next.shape, n2)
@@ -1260,17 +1285,10 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
     cdef double *sq = <double *>malloc(nt * 4 * block * sizeof(double))
     cdef Py_ssize_t *kept = <Py_ssize_t *>malloc(N * sizeof(Py_ssize_t))
     # per block: its norm sums, kept rows, trial rounds and column sums
-    cdef double *blk_sum = <double *>calloc(2 * n_blocks, sizeof(double))
-    cdef Py_ssize_t *blk_failed = <Py_ssize_t *>calloc(n_blocks, sizeof(Py_ssize_t))
-    cdef int *blk_trials = <int *>calloc(n_blocks, sizeof(int))
-    cdef Py_ssize_t cs = _padded(2 * n)
-    cdef double *blk_col = <double *>calloc(cs * n_blocks if col != NULL else 1,
-                                            sizeof(double))
-    if (srch == NULL or buf == NULL or WT == NULL or sq == NULL or kept == NULL
-            or blk_sum == NULL or blk_failed == NULL or blk_trials == NULL or blk_col == NULL):
+    cdef int no_blocks = _blocks_alloc(&blocks, n_blocks, 2 * n if col != NULL else 0)
+    if srch == NULL or buf == NULL or WT == NULL or sq == NULL or kept == NULL or no_blocks:
         _searches_free(srch, nt)
-        free(buf); free(WT); free(sq); free(kept)
-        free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
+        free(buf); free(WT); free(sq); free(kept); _blocks_free(&blocks)
         raise MemoryError()
     # the arrays' first elements, read by every thread
     cdef const floating *pS = &src[0, 0]
@@ -1300,39 +1318,28 @@ def z_hidden_step_lean(const floating[:, ::1] src, int kind_prev, const floating
             act_forward(kind, nb * n, pZ + r0 * n, Ab, <floating *>NULL)
             _residual_rows(nb, n, n2, -1, Ab, &W_next[0, 0], &b_next[0], pZn + r0 * n2,
                            <floating *>NULL, Rn)
-            blk_trials[blk] = _z_hidden_rows(
+            blocks.trials[blk] = _z_hidden_rows(
                 &srch[tid], nb, n, n2, kind, pZ + r0 * n, Ab, Rb, Rn, pZn + r0 * n2,
                 &b_next[0], &W_next[0, 0], WT, omega, omega_next, max_backtracks,
                 &eta[0 if shared else r0], pZo + r0 * n, <floating *>NULL, Ro,
                 Rn + block * n2, Rb + block * n, Rb + 2 * block * n, Rn + 2 * block * n2,
                 Rn + 3 * block * n2, Rb + 3 * block * n, sq + tid * 4 * block, r0,
-                kept + r0, &blk_failed[blk], &blk_sum[2 * blk], &blk_sum[2 * blk + 1])
+                kept + r0, &blocks.failed[blk], &blocks.sums[2 * blk],
+                &blocks.sums[2 * blk + 1])
             if col != NULL:              # Ro lacks the kept rows: theirs is Rb's
-                for j in range(blk_failed[blk]):
+                for j in range(blocks.failed[blk]):
                     i = kept[r0 + j] - r0
                     memcpy(Ro + i * n, Rb + i * n, n * sizeof(floating))
-                _col_sums_add(nb, n, Rb, blk_col + cs * blk)
-                _col_sums_add(nb, n, Ro, blk_col + cs * blk + n)
-        # in block order: the sums, the trial rounds (the most any row took), the column
-        # sums and the kept rows (block blk wrote its own at kept[r0:], r0 its first row)
-        for blk in range(n_blocks):
-            r_sum += blk_sum[2 * blk]
-            rn_sum += blk_sum[2 * blk + 1]
-            n_trials = blk_trials[blk] if blk_trials[blk] > n_trials else n_trials
-            if col != NULL:
-                for j in range(2 * n):
-                    col[j] += blk_col[cs * blk + j]
-            r0 = blk * block
-            for j in range(blk_failed[blk]):
-                kept[n_failed + j] = kept[r0 + j]
-            n_failed += blk_failed[blk]
+                _col_sums_add(nb, n, Rb, blocks.col + blocks.cs * blk)
+                _col_sums_add(nb, n, Ro, blocks.col + blocks.cs * blk + n)
+        # block blk wrote its kept rows at kept[r0:], r0 its first row
+        n_failed = _blocks_total(&blocks, &r_sum, &rn_sum, &n_trials, col, kept, block)
         if n_failed < N:                 # some row moved: the others keep their values
             for j in range(n_failed):
                 i = kept[j]
                 memcpy(&Z_out[i, 0], &Z[i, 0], n * sizeof(floating))
     _searches_free(srch, nt)
-    free(buf); free(WT); free(sq); free(kept)
-    free(blk_sum); free(blk_failed); free(blk_trials); free(blk_col)
+    free(buf); free(WT); free(sq); free(kept); _blocks_free(&blocks)
     return r_sum, rn_sum, n_failed, n_trials
 
 
